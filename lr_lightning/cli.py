@@ -13,7 +13,8 @@ import os
 import warnings
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -22,7 +23,16 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning
 
 
 class LRLightningCLI(LightningCLI):
-    """LightningCLI that always adds a CSV logger next to the configured ones."""
+    """LightningCLI that always adds a CSV logger next to the configured ones and shows a rich
+    progress bar unless the config disables the bar or brings its own."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        configured = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

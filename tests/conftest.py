@@ -55,6 +55,15 @@ def write_image_folder(root: Path, classes: int, per_class: int, size: int, seed
     return root
 
 
+def write_images(folder: Path, n: int, size: int, seed: int = 0) -> Path:
+    """Create ``folder/img_<j>.png`` (flat, as SR test sets are); returns ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for j in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"img_{j:03d}.png")
+    return folder
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path: Path) -> Path:
     """A tiny CIFAR-10 in the ImageFolder layout: root/cifar10/{train,test}/<10 classes>/*.png."""

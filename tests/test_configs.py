@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lr_lightning.cli import main
-from tests.conftest import REPO, shared_data_root, write_image_folder
+from tests.conftest import REPO, shared_data_root, write_image_folder, write_images
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
@@ -25,6 +25,7 @@ def _fast_args(tmp_path: Path) -> list[str]:
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1",
         "--trainer.limit_test_batches=1",
+        "--trainer.log_every_n_steps=1",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -43,6 +44,13 @@ def _data_args(cfg: dict, tmp_path: Path) -> list[str]:
             for split in ("train", "test"):
                 write_image_folder(tmp_path / "data" / "cifar10" / split, 10, 2, 32)
             args.append(f"--data.init_args.root={tmp_path / 'data'}")
+    elif cls.endswith("SRDataModule"):
+        init = data.get("init_args", {})
+        dirs = [*init.get("train_dirs", []), *init.get("val_dirs", []), *init.get("test_dirs", [])]
+        if root is None or not all((root / d).is_dir() for d in dirs):
+            for d in dirs:
+                write_images(tmp_path / "srdata" / d, 2, 96)
+            args.append(f"--data.init_args.root={tmp_path / 'srdata'}")
     elif cls.endswith("ImageFolderDataModule"):
         init = data.get("init_args", {})
         for sub in (init.get("train_dir", "train"), init.get("test_dir") or "test"):

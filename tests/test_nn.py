@@ -81,3 +81,17 @@ def test_timm_classifier_offline_with_local_weights(tmp_path) -> None:
     net2 = TimmClassifier("resnet10t", num_classes=7, weights_path=str(tmp_path / "w.pth"))
     for k, v in net.model.state_dict().items():
         assert torch.equal(net2.model.state_dict()[k], v)
+
+
+def test_zssr8_weight_count_and_residual() -> None:
+    from lr_lightning.nn import ZSSR8
+
+    net = ZSSR8(scale=2)
+    assert _count(net) == 3 * 64 * 9 + 6 * 64 * 64 * 9 + 64 * 3 * 9 == 224_640
+    lr = torch.rand(1, 3, 10, 12)
+    assert net(lr).shape == (1, 3, 20, 24)
+    # with a zero body the output is exactly the upsampled input (global residual)
+    for m in net.body:
+        if isinstance(m, nn.Conv2d):
+            nn.init.zeros_(m.weight)
+    assert torch.equal(net(lr), net.upsample_input(lr))

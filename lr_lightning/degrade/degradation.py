@@ -58,7 +58,12 @@ _NAME_HELP = (
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         bound = f"in {low}..{high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return int(value)
@@ -100,7 +105,16 @@ class Degradation:
     counts when ``upsample`` is true), so equal degradations have equal names.
     """
 
-    __slots__ = ("_mode", "_factor", "_bits", "_kernel", "_kernel_sigma", "_upsample", "_upsample_mode", "_kernel_tensor")
+    __slots__ = (
+        "_mode",
+        "_factor",
+        "_bits",
+        "_kernel",
+        "_kernel_sigma",
+        "_upsample",
+        "_upsample_mode",
+        "_kernel_tensor",
+    )
 
     def __init__(
         self,
@@ -113,9 +127,13 @@ class Degradation:
         upsample_mode: UpsampleMode = "bicubic",
     ) -> None:
         if mode not in DOWNSAMPLE_MODES:
-            raise ValueError(f"unknown downsample mode {mode!r}; valid choices are: {', '.join(map(repr, DOWNSAMPLE_MODES))}")
+            raise ValueError(
+                f"unknown downsample mode {mode!r}; valid choices are: {', '.join(map(repr, DOWNSAMPLE_MODES))}"
+            )
         if upsample_mode not in UPSAMPLE_MODES:
-            raise ValueError(f"unknown upsample mode {upsample_mode!r}; valid choices are: {', '.join(map(repr, UPSAMPLE_MODES))}")
+            raise ValueError(
+                f"unknown upsample mode {upsample_mode!r}; valid choices are: {', '.join(map(repr, UPSAMPLE_MODES))}"
+            )
         if not isinstance(upsample, bool):
             raise ValueError(f"upsample must be a bool, got {upsample!r}")
         self._mode: str = mode
@@ -137,14 +155,20 @@ class Degradation:
                 self._kernel_tensor = load_kernel(self._kernel)
             else:
                 if isinstance(kernel_sigma, bool) or not isinstance(kernel_sigma, (int, float)):
-                    raise ValueError(f"kernel_sigma must be a positive number, got {kernel_sigma!r}")
+                    raise ValueError(
+                        f"kernel_sigma must be a positive number, got {kernel_sigma!r}"
+                    )
                 sigma = float(kernel_sigma)
                 if not (math.isfinite(sigma) and sigma > 0):
-                    raise ValueError(f"kernel_sigma must be a positive finite number, got {kernel_sigma!r}")
+                    raise ValueError(
+                        f"kernel_sigma must be a positive finite number, got {kernel_sigma!r}"
+                    )
                 self._kernel_sigma = sigma
                 self._kernel_tensor = gaussian_kernel(gaussian_kernel_size(sigma), sigma=sigma)
         elif kernel is not None or kernel_sigma is not None:
-            raise ValueError(f"kernel= and kernel_sigma= are only used with mode='blur', not mode={mode!r}")
+            raise ValueError(
+                f"kernel= and kernel_sigma= are only used with mode='blur', not mode={mode!r}"
+            )
 
     # ------------------------------------------------------------------ fields
     @property
@@ -192,7 +216,11 @@ class Degradation:
         if self._bits < 32:
             parts.append(f"+q{self._bits}")
         if self._upsample:
-            parts.append("+up" if self._upsample_mode == _DEFAULT_UPSAMPLE_MODE else f"+up_{self._upsample_mode}")
+            parts.append(
+                "+up"
+                if self._upsample_mode == _DEFAULT_UPSAMPLE_MODE
+                else f"+up_{self._upsample_mode}"
+            )
         return "".join(parts)
 
     @classmethod
@@ -210,18 +238,26 @@ class Degradation:
         arg = m["arg"]
         if mode == "blur":
             if arg is None:
-                raise ValueError(f"bad degradation name {name!r}: blur needs a kernel, '(s<sigma>)' or '(k:<path>)'")
+                raise ValueError(
+                    f"bad degradation name {name!r}: blur needs a kernel, '(s<sigma>)' or '(k:<path>)'"
+                )
             if arg.startswith("k:") and len(arg) > 2:
                 kwargs["kernel"] = arg[2:]
             elif arg.startswith("s"):
                 try:
                     kwargs["kernel_sigma"] = float(arg[1:])
                 except ValueError:
-                    raise ValueError(f"bad degradation name {name!r}: cannot read sigma from {arg!r}") from None
+                    raise ValueError(
+                        f"bad degradation name {name!r}: cannot read sigma from {arg!r}"
+                    ) from None
             else:
-                raise ValueError(f"bad degradation name {name!r}: blur kernel must be '(s<sigma>)' or '(k:<path>)', got {arg!r}")
+                raise ValueError(
+                    f"bad degradation name {name!r}: blur kernel must be '(s<sigma>)' or '(k:<path>)', got {arg!r}"
+                )
         elif arg is not None:
-            raise ValueError(f"bad degradation name {name!r}: only blur takes a '(...)' kernel argument")
+            raise ValueError(
+                f"bad degradation name {name!r}: only blur takes a '(...)' kernel argument"
+            )
         upsample = m["up"] is not None
         upsample_mode = m["upmode"] or _DEFAULT_UPSAMPLE_MODE
         return cls(mode, factor, bits, upsample=upsample, upsample_mode=upsample_mode, **kwargs)  # type: ignore[arg-type]
@@ -303,18 +339,26 @@ class DegradationSpace:
         modes_t = tuple(modes)
         bits_t = tuple(bits)
         if not modes_t or not bits_t:
-            raise ValueError(f"modes and bits must be non-empty, got modes={modes_t!r}, bits={bits_t!r}")
+            raise ValueError(
+                f"modes and bits must be non-empty, got modes={modes_t!r}, bits={bits_t!r}"
+            )
         if len(set(modes_t)) != len(modes_t) or len(set(bits_t)) != len(bits_t):
-            raise ValueError(f"modes and bits must not contain duplicates, got modes={modes_t!r}, bits={bits_t!r}")
+            raise ValueError(
+                f"modes and bits must not contain duplicates, got modes={modes_t!r}, bits={bits_t!r}"
+            )
         if "blur" in modes_t:
-            raise ValueError("DegradationSpace does not support mode 'blur' (it has no kernel); build Degradation objects directly")
+            raise ValueError(
+                "DegradationSpace does not support mode 'blur' (it has no kernel); build Degradation objects directly"
+            )
         self._modes = modes_t
         self._bits = bits_t
         self._factor = factor
         self._upsample = upsample
         self._upsample_mode = upsample_mode
         self._tasks = tuple(
-            Degradation(m, factor, b, upsample=upsample, upsample_mode=upsample_mode) for m in modes_t for b in bits_t
+            Degradation(m, factor, b, upsample=upsample, upsample_mode=upsample_mode)
+            for m in modes_t
+            for b in bits_t
         )
 
     @property

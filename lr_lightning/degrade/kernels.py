@@ -32,7 +32,12 @@ def gaussian_kernel_size(sigma: float) -> int:
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -71,7 +76,9 @@ def gaussian_kernel(
         dtype: floating dtype of the result (computed in float64).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be an odd positive integer so the kernel has a centre pixel, got {size!r}")
+        raise ValueError(
+            f"size must be an odd positive integer so the kernel has a centre pixel, got {size!r}"
+        )
     given = [sigma is not None, sigma_x is not None or sigma_y is not None, cov is not None]
     if sum(given) != 1:
         raise ValueError("give exactly one of sigma=, (sigma_x=, sigma_y=) or cov=")
@@ -135,7 +142,11 @@ def random_gaussian_kernel(
         raise ValueError(f"sigma_range must satisfy 0 < low <= high < inf, got {sigma_range!r}")
     if not 0.0 <= isotropic_prob <= 1.0:
         raise ValueError(f"isotropic_prob must be in [0, 1], got {isotropic_prob!r}")
-    u = torch.rand(4, generator=generator, dtype=torch.float64, device=generator.device).cpu().tolist()
+    u = (
+        torch.rand(4, generator=generator, dtype=torch.float64, device=generator.device)
+        .cpu()
+        .tolist()
+    )
     if u[0] < isotropic_prob:
         return gaussian_kernel(size, sigma=lo + (hi - lo) * u[1])
     return gaussian_kernel(
@@ -168,11 +179,15 @@ def load_kernel(path: str | os.PathLike) -> Tensor:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
         raise ValueError(f"blur kernel file {str(p)!r} does not hold a numeric array")
     if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"blur kernel file {str(p)!r} holds an array of shape {arr.shape}; expected a 2-D (kh, kw) kernel")
+        raise ValueError(
+            f"blur kernel file {str(p)!r} holds an array of shape {arr.shape}; expected a 2-D (kh, kw) kernel"
+        )
     k = torch.from_numpy(arr.astype(np.float64))
     if not bool(torch.isfinite(k).all()):
         raise ValueError(f"blur kernel file {str(p)!r} contains non-finite values")
     total = float(k.sum())
     if not total > 0:
-        raise ValueError(f"blur kernel file {str(p)!r} has a non-positive sum ({total}); cannot normalise it")
+        raise ValueError(
+            f"blur kernel file {str(p)!r} has a non-positive sum ({total}); cannot normalise it"
+        )
     return (k / total).to(torch.float32)

@@ -3,7 +3,9 @@
 Every function here is a pure tensor function on batched ``(B, C, H, W)``
 floating-point images with values in ``[0, 1]``.  Outputs stay on the input's
 device and keep its dtype; the batch is always processed in one vectorised
-call (no per-sample Python loops).
+call (no per-sample Python loops).  An ambient autocast (e.g. Lightning's
+``bf16-mixed``) is switched off inside the matrix products and convolutions,
+so a float32 batch is degraded in float32 whatever the training precision.
 
 Where the operators come from:
 
@@ -25,6 +27,7 @@ Where the operators come from:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Literal, get_args
@@ -46,7 +49,9 @@ __all__ = [
     "blur",
 ]
 
-DownsampleMode = Literal["max", "avg", "area", "nearest", "bilinear", "bicubic", "bicubic_matlab", "blur"]
+DownsampleMode = Literal[
+    "max", "avg", "area", "nearest", "bilinear", "bicubic", "bicubic_matlab", "blur"
+]
 UpsampleMode = Literal["nearest", "bilinear", "bicubic", "bicubic_matlab"]
 PaddingMode = Literal["reflect", "replicate", "circular", "zeros"]
 
@@ -60,13 +65,24 @@ _BLOCK_MODES = ("max", "avg", "blur")
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def _no_autocast(x: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Disable an ambient autocast (e.g. Lightning ``bf16-mixed``) for the exact linear ops here."""
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _check_image(x: Tensor, what: str = "x") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{what} must be a batched image tensor of shape (B, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{what} must be a batched image tensor of shape (B, C, H, W), got shape {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+        raise TypeError(
+            f"{what} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}"
+        )
 
 
 def _check_factor(factor: int) -> None:
@@ -85,7 +101,9 @@ def _check_divisible(x: Tensor, factor: int, mode: str) -> None:
 
 
 def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
-    return ValueError(f"unknown {kind} {value!r}; valid choices are: {', '.join(repr(v) for v in valid)}")
+    return ValueError(
+        f"unknown {kind} {value!r}; valid choices are: {', '.join(repr(v) for v in valid)}"
+    )
 
 
 def _interpolate(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
@@ -105,7 +123,9 @@ def _interpolate(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     return y.to(x.dtype)
 
 
-def downsample(x: Tensor, factor: int, mode: DownsampleMode = "bicubic", kernel: Tensor | None = None) -> Tensor:
+def downsample(
+    x: Tensor, factor: int, mode: DownsampleMode = "bicubic", kernel: Tensor | None = None
+) -> Tensor:
     """Downsample a batch of images by an integer ``factor``.
 
     Args:
@@ -121,9 +141,11 @@ def downsample(x: Tensor, factor: int, mode: DownsampleMode = "bicubic", kernel:
             * ``"nearest"``: ``F.interpolate(mode="nearest")``.  PyTorch's
               nearest picks source index ``floor(i * f)``, i.e. the *top-left*
               pixel of every ``f x f`` block, so for divisible sizes the result
-              is exactly ``x[..., ::f, ::f]`` (the "direct subsampling" LR
-              image used e.g. by PatchDrop-style pipelines), not the block
-              centre.
+              is exactly ``x[..., ::f, ::f]`` (plain direct subsampling), not
+              the block centre (``"nearest-exact"`` would pick
+              ``floor((i + 0.5) * f)``).  Paper C (PatchDrop) does not state
+              which resampler produced its LR images (Fig. 5 only gives the
+              ratio "ds"); this mode is the no-filtering option.
             * ``"bilinear"`` / ``"bicubic"``: ``F.interpolate`` with
               ``antialias=True, align_corners=False`` (PIL-compatible, cubic
               coefficient a = -0.5); the bicubic output is clamped to
@@ -158,7 +180,9 @@ def downsample(x: Tensor, factor: int, mode: DownsampleMode = "bicubic", kernel:
     if mode not in DOWNSAMPLE_MODES:
         raise _unknown("downsample mode", mode, DOWNSAMPLE_MODES)
     if kernel is not None and mode != "blur":
-        raise ValueError(f"a blur kernel was given but mode is {mode!r}; kernels are only used by mode='blur'")
+        raise ValueError(
+            f"a blur kernel was given but mode is {mode!r}; kernels are only used by mode='blur'"
+        )
     if mode in _BLOCK_MODES:
         _check_divisible(x, factor, mode)
     if mode == "max":
@@ -167,13 +191,17 @@ def downsample(x: Tensor, factor: int, mode: DownsampleMode = "bicubic", kernel:
         return F.avg_pool2d(x, kernel_size=factor, stride=factor)
     if mode == "blur":
         if kernel is None:
-            raise ValueError("mode='blur' needs a 2-D blur kernel (e.g. gaussian_kernel(...) or load_kernel(path))")
+            raise ValueError(
+                "mode='blur' needs a 2-D blur kernel (e.g. gaussian_kernel(...) or load_kernel(path))"
+            )
         return blur(x, kernel, padding_mode="replicate", stride=factor)
     if mode == "bicubic_matlab":
         return imresize_matlab(x, scale=1.0 / factor).clamp(0.0, 1.0)
     h, w = x.shape[-2:]
     if h < factor or w < factor:
-        raise ValueError(f"image of size {h} x {w} is smaller than the downsampling factor {factor}")
+        raise ValueError(
+            f"image of size {h} x {w} is smaller than the downsampling factor {factor}"
+        )
     return _interpolate(x, (h // factor, w // factor), mode)
 
 
@@ -259,11 +287,15 @@ def _matlab_weights_cpu(in_len: int, out_len: int, scale: float) -> Tensor:
 
 
 @functools.lru_cache(maxsize=128)
-def _matlab_weights(in_len: int, out_len: int, scale: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _matlab_weights(
+    in_len: int, out_len: int, scale: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     return _matlab_weights_cpu(in_len, out_len, scale).to(device=device, dtype=dtype)
 
 
-def imresize_matlab(x: Tensor, scale: float | None = None, size: tuple[int, int] | None = None) -> Tensor:
+def imresize_matlab(
+    x: Tensor, scale: float | None = None, size: tuple[int, int] | None = None
+) -> Tensor:
     """MATLAB-compatible bicubic ``imresize`` for batched float images (up- and downscaling).
 
     Reproduces ``imresize(img, scale)`` / ``imresize(img, [H W])`` with the
@@ -292,7 +324,12 @@ def imresize_matlab(x: Tensor, scale: float | None = None, size: tuple[int, int]
         raise ValueError("imresize_matlab needs exactly one of scale= or size=")
     in_h, in_w = x.shape[-2:]
     if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+            or scale <= 0
+        ):
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         scale_h = scale_w = float(scale)
         out_h = max(1, math.ceil(in_h * scale_h - 1e-9))
@@ -303,16 +340,24 @@ def imresize_matlab(x: Tensor, scale: float | None = None, size: tuple[int, int]
     work_dtype = torch.float32 if x.dtype in _REDUCED_PRECISION else x.dtype
     w_h = _matlab_weights(in_h, out_h, scale_h, work_dtype, x.device)
     w_w = _matlab_weights(in_w, out_w, scale_w, work_dtype, x.device)
-    y = torch.matmul(torch.matmul(w_h, x.to(work_dtype)), w_w.transpose(0, 1))
+    with _no_autocast(x):
+        y = torch.matmul(torch.matmul(w_h, x.to(work_dtype)), w_w.transpose(0, 1))
     return y.to(x.dtype)
 
 
 # --------------------------------------------------------------------------- blur
 
-_TORCH_PAD = {"reflect": "reflect", "replicate": "replicate", "circular": "circular", "zeros": "constant"}
+_TORCH_PAD = {
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "circular": "circular",
+    "zeros": "constant",
+}
 
 
-def blur(x: Tensor, kernel: Tensor, padding_mode: PaddingMode = "replicate", stride: int = 1) -> Tensor:
+def blur(
+    x: Tensor, kernel: Tensor, padding_mode: PaddingMode = "replicate", stride: int = 1
+) -> Tensor:
     """Correlate every channel of ``x`` with the same 2-D ``kernel`` ("same" output size).
 
     This is the ``I_HR * k`` part of the blur-then-subsample degradation of
@@ -375,5 +420,6 @@ def blur(x: Tensor, kernel: Tensor, padding_mode: PaddingMode = "replicate", str
     else:
         padded = F.pad(flat, (left, right, top, bottom), mode=_TORCH_PAD[padding_mode])
     weight = kernel.to(device=x.device, dtype=x.dtype).reshape(1, 1, kh, kw)
-    out = F.conv2d(padded, weight, stride=stride)
+    with _no_autocast(x):
+        out = F.conv2d(padded, weight, stride=stride)
     return out.reshape(b, c, out.shape[-2], out.shape[-1])

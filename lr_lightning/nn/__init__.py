@@ -8,11 +8,13 @@ from lr_lightning.nn.conv4 import Conv4
 from lr_lightning.nn.resnet_cifar import CifarResNet, resnet8, resnet20, resnet32, resnet56
 from lr_lightning.nn.timm_backbone import TimmClassifier
 from lr_lightning.nn.weights import load_state_dict_file
+from lr_lightning.nn.zssr import ZSSR8
 
 __all__ = [
     "CifarResNet",
     "Conv4",
     "TimmClassifier",
+    "ZSSR8",
     "load_state_dict_file",
     "resnet8",
     "resnet20",

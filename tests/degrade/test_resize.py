@@ -28,7 +28,9 @@ def _data_root() -> Path | None:
     return Path(env) if env else None
 
 
-def _rand(shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _rand(
+    shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=g, dtype=torch.float64).to(dtype)
 
@@ -49,7 +51,10 @@ def _smooth_uint8_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1)[None].to(torch.float64) / 255.0
+    return (
+        torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1)[None].to(torch.float64)
+        / 255.0
+    )
 
 
 def _to_uint8_scale(x: torch.Tensor) -> np.ndarray:
@@ -64,14 +69,18 @@ def test_avg_and_max_pool_equal_block_reductions(factor: int) -> None:
     x = _rand((2, 3, 12, 18), seed=factor)
     b, c, h, w = x.shape
     blocks = x.reshape(b, c, h // factor, factor, w // factor, factor)
-    torch.testing.assert_close(downsample(x, factor, "avg"), blocks.mean(dim=(3, 5)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        downsample(x, factor, "avg"), blocks.mean(dim=(3, 5)), rtol=0, atol=1e-6
+    )
     assert torch.equal(downsample(x, factor, "max"), blocks.amax(dim=(3, 5)))
 
 
 def test_area_equals_avg_and_nearest_is_top_left_subsampling() -> None:
     x = _rand((2, 3, 16, 24), seed=1)
     for f in (2, 4, 8):
-        torch.testing.assert_close(downsample(x, f, "area"), downsample(x, f, "avg"), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            downsample(x, f, "area"), downsample(x, f, "avg"), rtol=0, atol=1e-6
+        )
         # torch's nearest picks source index floor(i * f): the top-left pixel of each block
         assert torch.equal(downsample(x, f, "nearest"), x[..., ::f, ::f])
 
@@ -122,14 +131,15 @@ def test_output_shape_range_dtype_and_device(mode: str) -> None:
 
 # ----------------------------------------------------------------------------- torch bicubic vs PIL
 
-# Measured (float64 torch vs PIL uint8, Set5 baby 504x504 and the synthetic image):
-#   downscale x2..x8: mean |diff| ~0.26-0.28 levels, max ~1.1 levels; after rounding the torch
-#   output to uint8 it differs from PIL by at most 1 level.  PIL works in 8-bit fixed point and
-#   rounds (and clips) between its horizontal and vertical passes, hence these residuals.
-#   upscale x2..x4: mean ~0.25-0.31 levels, max ~2.6 levels (PIL clips the overshoot of the
-#   first pass before the second; we clamp once at the end).
-_DOWN_MEAN, _DOWN_MAX = 0.5 / 255, 1.5 / 255
-_UP_MEAN, _UP_MAX = 0.5 / 255, 3.5 / 255
+# Measured (float64 torch output * 255 vs PIL's uint8 output; synthetic 96x120 image and the
+# top-left 240x240 crop of Set5 baby), in 8-bit levels:
+#   downscale x2, x3, x4: mean |diff| 0.26-0.28, max 0.82-0.99; torch output rounded to uint8
+#                         is within 1 level of PIL everywhere.
+#   upscale   x2, x3, x4: mean |diff| 0.12-0.32, max 0.98-1.06.
+# The residual is PIL's 8-bit fixed-point arithmetic and its rounding between the horizontal
+# and vertical passes.  (On saturated content PIL also clips between passes: up to ~2.6 levels.)
+_DOWN_MEAN, _DOWN_MAX = 0.35 / 255, 1.25 / 255
+_UP_MEAN, _UP_MAX = 0.4 / 255, 1.25 / 255
 
 
 def _check_against_pil(img: np.ndarray) -> None:
@@ -138,9 +148,16 @@ def _check_against_pil(img: np.ndarray) -> None:
     for f in (2, 3, 4):
         hh, ww = h // f, w // f
         ours = _to_uint8_scale(downsample(x[..., : hh * f, : ww * f], f, "bicubic"))
-        ref = np.asarray(Image.fromarray(img[: hh * f, : ww * f]).resize((ww, hh), Image.BICUBIC), dtype=np.float64)
+        ref = np.asarray(
+            Image.fromarray(img[: hh * f, : ww * f]).resize((ww, hh), Image.BICUBIC),
+            dtype=np.float64,
+        )
         err = np.abs(ours - ref) / 255
-        assert err.mean() < _DOWN_MEAN and err.max() < _DOWN_MAX, (f, err.mean() * 255, err.max() * 255)
+        assert err.mean() < _DOWN_MEAN and err.max() < _DOWN_MAX, (
+            f,
+            err.mean() * 255,
+            err.max() * 255,
+        )
         assert np.abs(np.round(ours) - ref).max() <= 1.0
     small = img[: h // 4, : w // 4]
     xs = _to_tensor(small)
@@ -231,24 +248,37 @@ def test_imresize_matlab_size_argument_non_square() -> None:
 
 def test_imresize_matlab_properties() -> None:
     x = _rand((2, 3, 20, 16), seed=9, dtype=torch.float64)
-    assert torch.allclose(imresize_matlab(x, scale=1.0), x, rtol=0, atol=1e-15)  # x1 is the identity
+    assert torch.allclose(
+        imresize_matlab(x, scale=1.0), x, rtol=0, atol=1e-15
+    )  # x1 is the identity
     const = torch.full((1, 2, 17, 13), 0.37, dtype=torch.float64)
     for s in (0.25, 0.5, 1 / 3, 2.0, 3.5):
-        torch.testing.assert_close(imresize_matlab(const, scale=s), torch.full_like(imresize_matlab(const, scale=s), 0.37))
+        torch.testing.assert_close(
+            imresize_matlab(const, scale=s), torch.full_like(imresize_matlab(const, scale=s), 0.37)
+        )
     # a linear ramp is reproduced exactly away from the border, sampled at MATLAB's
     # output positions u = (i + 0.5) / s - 0.5 (0-based): cubic a=-0.5 reproduces linear functions
     ramp = torch.arange(40, dtype=torch.float64).repeat(40, 1)[None, None]
     for s in (0.25, 0.5, 2.0):
         y = imresize_matlab(ramp, scale=s)[0, 0]
         u = (torch.arange(y.shape[1], dtype=torch.float64) + 0.5) / s - 0.5
-        m = 3 * max(1, round(1 / s))
-        torch.testing.assert_close(y[m:-m, m:-m], u[m:-m].expand(y.shape[0] - 2 * m, -1), rtol=0, atol=1e-9)
+        m = 3 if s < 1 else math.ceil(3 * s)  # output pixels whose taps all lie inside the image
+        torch.testing.assert_close(
+            y[m:-m, m:-m], u[m:-m].expand(y.shape[0] - 2 * m, -1), rtol=0, atol=1e-9
+        )
     # interior pixels agree with torch's antialiased (PIL-style, a=-0.5) bicubic: same kernel, same grid,
     # only the border handling differs (MATLAB mirrors, PIL renormalises truncated weights)
     x = _rand((1, 3, 48, 48), seed=10, dtype=torch.float64)
     for f in (2, 3, 4):
-        ref = F.interpolate(x, size=(48 // f, 48 // f), mode="bicubic", antialias=True, align_corners=False)
-        torch.testing.assert_close(imresize_matlab(x, scale=1 / f)[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2], rtol=0, atol=1e-12)
+        ref = F.interpolate(
+            x, size=(48 // f, 48 // f), mode="bicubic", antialias=True, align_corners=False
+        )
+        torch.testing.assert_close(
+            imresize_matlab(x, scale=1 / f)[..., 2:-2, 2:-2],
+            ref[..., 2:-2, 2:-2],
+            rtol=0,
+            atol=1e-12,
+        )
 
 
 def test_bicubic_matlab_modes_and_float32_precision() -> None:
@@ -276,7 +306,16 @@ def test_blur_matches_scipy_correlate(padding_mode: str, kshape: tuple[int, int]
     ours = blur(x, kernel, padding_mode=padding_mode)  # type: ignore[arg-type]
     ref = np.stack(
         [
-            np.stack([ndimage.correlate(x[b, c].double().numpy(), kernel.double().numpy(), mode=_SCIPY_MODE[padding_mode]) for c in range(3)])
+            np.stack(
+                [
+                    ndimage.correlate(
+                        x[b, c].double().numpy(),
+                        kernel.double().numpy(),
+                        mode=_SCIPY_MODE[padding_mode],
+                    )
+                    for c in range(3)
+                ]
+            )
             for b in range(2)
         ]
     )
@@ -290,7 +329,9 @@ def test_blur_downsample_matches_scipy_then_subsample(factor: int) -> None:
     ours = downsample(x, factor, "blur", kernel)
     for b in range(2):
         for c in range(3):
-            ref = ndimage.correlate(x[b, c].double().numpy(), kernel.double().numpy(), mode="nearest")[::factor, ::factor]
+            ref = ndimage.correlate(
+                x[b, c].double().numpy(), kernel.double().numpy(), mode="nearest"
+            )[::factor, ::factor]
             np.testing.assert_allclose(ours[b, c].numpy(), ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours, blur(x, kernel)[..., ::factor, ::factor], rtol=0, atol=1e-6)
 
@@ -317,3 +358,16 @@ def test_ops_are_differentiable() -> None:
         x.grad = None
         downsample(x, 2, mode).sum().backward()  # type: ignore[arg-type]
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("mode", DOWNSAMPLE_MODES)
+def test_autocast_and_channels_last_do_not_change_results(mode: str) -> None:
+    kernel = gaussian_kernel(5, sigma=1.0) if mode == "blur" else None
+    x = _rand((2, 3, 16, 16), seed=16)
+    ref = downsample(x, 4, mode, kernel)  # type: ignore[arg-type]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = downsample(x, 4, mode, kernel)  # type: ignore[arg-type]
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+    y_cl = downsample(x.contiguous(memory_format=torch.channels_last), 4, mode, kernel)  # type: ignore[arg-type]
+    torch.testing.assert_close(y_cl, ref, rtol=0, atol=1e-6)

@@ -1,0 +1,154 @@
+"""HR-CNN vs LR-CNN on CIFAR-10 (ResNet20): x2 and x4 with nearest / bicubic / average pooling.
+
+    python benchmarks/baselines_cifar10.py            # full profile (~40 min on 2 cores)
+    python benchmarks/baselines_cifar10.py --epochs 1 --train-subset 2000   # smoke run
+
+Every model is trained with the project's own configs through the CLI's ``main`` and tested on
+the best validation checkpoint. LR-CNN inputs are degraded by the factor and upsampled back to
+32x32 (bicubic), so all rows share one network. The HR-CNN is also evaluated under every
+degradation (no retraining) and trained once more in fp32 to check that the default
+bf16-mixed + channels_last setting keeps accuracy. A step-time micro-benchmark compares the
+precision / memory-format settings. Writes benchmarks/results/baselines_cifar10.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, markdown_table, median_time, write_results  # noqa: E402
+from lr_lightning.cli import main  # noqa: E402
+from lr_lightning.nn import CifarResNet  # noqa: E402
+
+HR_CFG = str(REPO / "configs" / "baselines" / "cifar10_hr_cnn.yaml")
+LR_CFG = str(REPO / "configs" / "baselines" / "cifar10_lr_cnn.yaml")
+MODES = {"nearest": "nearest", "bicubic": "bicubic", "avg": "avgpool"}
+
+
+def train_and_test(config: str, name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    common = [
+        f"--trainer.max_epochs={args.epochs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={args.out}",
+        f"--trainer.logger.init_args.name={name}",
+        f"--trainer.default_root_dir={args.out}",
+    ]
+    if args.train_subset:
+        common.append(f"--data.init_args.train_subset={args.train_subset}")
+    t0 = time.perf_counter()
+    cli = main(["fit", "--config", config, *common, *extra])
+    fit_s = time.perf_counter() - t0
+    trainer = cli.trainer
+    res = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=trainer.checkpoint_callback.best_model_path, verbose=False)[0]
+    out = {
+        "acc": round(100 * float(res["test/acc"]), 2),
+        "train_s": round(fit_s, 1),
+        "epochs": args.epochs,
+        "s_per_epoch": round(fit_s / args.epochs, 1),
+        "log_dir": os.path.relpath(trainer.log_dir, REPO),
+    }
+    out["under"] = {k.removeprefix("test/acc/"): round(100 * float(v), 2) for k, v in res.items() if k.startswith("test/acc/")}
+    print(f"[{name}] test acc {out['acc']:.2f} %, train {fit_s:.0f} s", flush=True)
+    return out
+
+
+def step_times(batch: int = 128, repeats: int = 15) -> list[dict[str, Any]]:
+    """Median ResNet20 training-step time per precision / memory format (interleaved settings)."""
+    rows = []
+    x0 = torch.rand(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+    for bf16, cl in ((False, False), (False, True), (True, False), (True, True)):
+        torch.manual_seed(0)
+        net = CifarResNet(20)
+        x = x0
+        if cl:
+            net = net.to(memory_format=torch.channels_last)
+            x = x0.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        ms = 1000 * median_time(step, repeats=repeats)
+        rows.append({"precision": "bf16-mixed" if bf16 else "32-true", "memory_format": "channels_last" if cl else "NCHW", "step_ms": round(ms, 1)})
+    base = rows[0]["step_ms"]
+    for r in rows:
+        r["speedup"] = round(base / r["step_ms"], 2)
+    return rows
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--factors", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / "baselines_cifar10"))
+    parser.add_argument("--skip-fp32", action="store_true", help="skip the fp32 HR-CNN accuracy check")
+    args = parser.parse_args()
+    if not os.environ.get("LR_LIGHTNING_DATA"):
+        shared = REPO.parent / "shared" / "data"
+        if shared.is_dir():
+            os.environ["LR_LIGHTNING_DATA"] = str(shared)
+    t0 = time.perf_counter()
+    steps = step_times()
+    print(markdown_table(steps, ["precision", "memory_format", "step_ms", "speedup"]), flush=True)
+
+    rows: list[dict[str, Any]] = []
+    hr = train_and_test(HR_CFG, "hr_cnn", args, [])
+    rows.append({"method": "HR-CNN", "degradation": "none", **{k: v for k, v in hr.items() if k != "under"}})
+    for factor in args.factors:
+        for mode, prefix in MODES.items():
+            deg = f"{prefix}{factor}+up"
+            res = train_and_test(LR_CFG, f"lr_cnn_{deg}", args, [
+                f"--data.init_args.degradation.init_args.mode={mode}",
+                f"--data.init_args.degradation.init_args.factor={factor}",
+            ])
+            res.pop("under")
+            rows.append({"method": "LR-CNN", "degradation": deg, "hr_cnn_acc_on_it": hr["under"].get(deg), **res})
+    precision_check = None
+    if not args.skip_fp32:
+        fp32 = train_and_test(HR_CFG, "hr_cnn_fp32", args, ["--trainer.precision=32-true", "--model.init_args.channels_last=false"])
+        precision_check = {
+            "bf16_channels_last": {"acc": hr["acc"], "train_s": hr["train_s"]},
+            "fp32_nchw": {"acc": fp32["acc"], "train_s": fp32["train_s"]},
+            "train_time_ratio_fp32_over_bf16": round(fp32["train_s"] / hr["train_s"], 2),
+        }
+    wall = time.perf_counter() - t0
+    md = "## Test accuracy (ResNet20, best-val checkpoint)\n\n"
+    md += markdown_table(rows, ["method", "degradation", "acc", "hr_cnn_acc_on_it", "epochs", "train_s", "s_per_epoch"])
+    md += "\n`hr_cnn_acc_on_it`: the HR-CNN (trained on 32x32) tested on that degradation, no retraining.\n"
+    if precision_check:
+        md += "\n## Precision check (HR-CNN, same seed and epochs)\n\n"
+        md += markdown_table(
+            [{"setting": k, **v} for k, v in precision_check.items() if isinstance(v, dict)], ["setting", "acc", "train_s"]
+        )
+        md += f"\nfp32 / bf16 training time: {precision_check['train_time_ratio_fp32_over_bf16']}x\n"
+    md += "\n## ResNet20 training step, B=128 (median of 15)\n\n"
+    md += markdown_table(steps, ["precision", "memory_format", "step_ms", "speedup"])
+    payload = {
+        "rows": rows,
+        "hr_cnn_under_degradation": hr["under"],
+        "precision_check": precision_check,
+        "step_time_resnet20_b128": steps,
+        "settings": {"epochs": args.epochs, "train_subset": args.train_subset, "net": "CifarResNet(20)", "data": "CIFAR-10 ImageFolder (JPEG-decoded PNGs), 18k train / 2k val / 10k test"},
+    }
+    json_path, md_path = write_results("baselines_cifar10", payload, md, wall)
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main_bench()

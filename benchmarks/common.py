@@ -1,0 +1,93 @@
+"""Shared benchmark plumbing: environment facts, timing, and JSON + Markdown result files.
+
+Every result file carries the git commit, library versions, thread count, CPU and wall time, so
+numbers can be traced to the code and machine that produced them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict[str, Any]:
+    import lightning
+
+    return {
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cuda": torch.cuda.is_available(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str, wall_time_s: float) -> tuple[Path, Path]:
+    """Write ``benchmarks/results/<name>.json`` and ``.md`` (environment header included)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    payload = {**payload, "environment": env, "wall_time_s": round(wall_time_s, 1)}
+    json_path = RESULTS / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    header = (
+        f"# {name}\n\ncommit `{env['git_commit']}`, torch {env['torch']}, lightning {env['lightning']}, "
+        f"{env['threads']} threads, {env['cpu']}, {env['date_utc']}, wall time {wall_time_s:.0f} s\n\n"
+    )
+    md_path = RESULTS / f"{name}.md"
+    md_path.write_text(header + markdown)
+    return json_path, md_path

@@ -1,0 +1,105 @@
+"""Supervised SR on ``(batch["lr"], batch["hr"])`` pairs with an L1 (or L2) pixel loss.
+
+Validation/test report PSNR on Y with ``shave = scale`` (``val/psnr_y``, and for several test
+folders ``test/psnr_y/<name>`` from :attr:`SRDataModule.test_names`). Paper B uses this task
+as the "SR-L1" stage before DarioNet; paper E trains its ZSSR-8 net with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
+from lr_lightning.metrics import PSNRY
+
+
+class SuperResolutionTask(BaseTask):
+    """Pixel-loss SR training for any injected ``net(lr) -> sr`` network.
+
+    Args:
+        net: the SR network (e.g. ``lr_lightning.nn.ZSSR8``); output must be the HR size.
+        scale: SR factor; also the PSNR border shave.
+        loss: ``l1`` (ESRGAN/EDSR PSNR-oriented pre-training) or ``l2``.
+        (optimiser arguments: see :class:`BaseTask`; the defaults are Adam 2e-4, betas
+        (0.9, 0.99) as BasicSR/ESRGAN)
+    """
+
+    monitor = "val/psnr_y"
+    mode = "max"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scale: int = 2,
+        loss: Literal["l1", "l2"] = "l1",
+        optimizer: OptimizerName = "adam",
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.99),
+        scheduler: SchedulerName = "none",
+        milestones: list[int] | None = None,
+        gamma: float = 0.5,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(
+            optimizer, lr, weight_decay, momentum, betas, scheduler, milestones, gamma, channels_last,
+            modules={"net": net},
+        )
+
+    net: nn.Module
+
+    def configure_losses(self) -> None:
+        self.criterion = nn.L1Loss() if self.hparams.loss == "l1" else nn.MSELoss()
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"psnr_y": PSNRY(shave=self.hparams.scale)})
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.net(self.to_input(lr))
+
+    def _check(self, sr: Tensor, hr: Tensor) -> None:
+        if sr.shape != hr.shape:
+            raise ValueError(
+                f"SR output {tuple(sr.shape)} differs from HR {tuple(hr.shape)}; check that the net's "
+                f"scale equals the data module's scale ({self.hparams.scale})"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        sr = self(batch["lr"])
+        self._check(sr, batch["hr"])
+        loss = self.criterion(sr.float(), batch["hr"])
+        self.log("train/loss", loss, batch_size=sr.shape[0], prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        sr = self(batch["lr"]).float().clamp(0, 1)
+        self._check(sr, batch["hr"])
+        self.log("val/loss", self.criterion(sr, batch["hr"]), batch_size=sr.shape[0], sync_dist=True)
+        self.val_metrics.update(sr, batch["hr"])
+        self.log_dict(self.val_metrics, batch_size=sr.shape[0], prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        loaders = self.trainer.test_dataloaders
+        n = len(loaders) if isinstance(loaders, list) else 1
+        names = getattr(self.trainer.datamodule, "test_names", None) or [str(i) for i in range(n)]
+        self._test_names = names
+        self.test_psnr = nn.ModuleList([PSNRY(shave=self.hparams.scale) for _ in names]).to(self.device)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        sr = self(batch["lr"]).float().clamp(0, 1)
+        self._check(sr, batch["hr"])
+        metric = self.test_psnr[dataloader_idx]
+        metric.update(sr, batch["hr"])
+        self.log(
+            f"test/psnr_y/{self._test_names[dataloader_idx]}", metric, batch_size=sr.shape[0],
+            add_dataloader_idx=False,
+        )
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        with torch.no_grad():
+            return self(batch["lr"]).float().clamp(0, 1)

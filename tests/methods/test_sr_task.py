@@ -1,0 +1,39 @@
+"""SuperResolutionTask: per-folder test PSNR equals an independent computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from lr_lightning.data import SRDataModule
+from lr_lightning.degrade import Degradation, upsample
+from lr_lightning.methods.sr import SuperResolutionTask
+from lr_lightning.metrics import psnr_y
+from lr_lightning.nn import ZSSR8
+from tests.conftest import write_images
+
+
+def test_test_psnr_per_folder_matches_direct_computation(tmp_path: Path) -> None:
+    write_images(tmp_path / "a", 2, 40, seed=1)
+    write_images(tmp_path / "b", 3, 36, seed=2)
+    dm = SRDataModule(root=str(tmp_path), train_dirs=["a"], val_dirs=["a"], test_dirs=["a", "b"], scale=2, patch_size=16)
+    net = ZSSR8(scale=2)
+    for m in net.body:  # zero body: SR = bicubic upsampling, so PSNR is computable by hand
+        if isinstance(m, nn.Conv2d):
+            nn.init.zeros_(m.weight)
+    task = SuperResolutionTask(net, scale=2)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    res = trainer.test(task, datamodule=dm, verbose=False)
+    merged = {k: v for r in res for k, v in r.items()}
+    deg = Degradation(mode="bicubic_matlab", factor=2)
+    for name in ("a", "b"):
+        values = []
+        for item in dm.test_sets[0 if name == "a" else 1]:
+            hr = item["hr"][None].float() / 255
+            sr = upsample(deg(hr), hr.shape[-2:], mode="bicubic").clamp(0, 1)
+            values.append(float(psnr_y(sr, hr, shave=2)[0]))
+        assert abs(merged[f"test/psnr_y/{name}"] - sum(values) / len(values)) < 1e-3
+    assert torch.isfinite(torch.tensor(list(merged.values()))).all()
