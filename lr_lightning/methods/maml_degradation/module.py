@@ -1,0 +1,286 @@
+"""Paper A: MAML where a task is a way of degrading the image (downsampling x quantisation).
+
+Meta-training (paper A Sec. 3, Fig. 1, Sec. 4.2): every step draws ``M`` tasks uniformly from a
+:class:`~lr_lightning.degrade.DegradationSpace` ({max, avg} pooling x DoReFa {2, 3, 4, 8, 16, 32}
+bits by default) with an explicit ``torch.Generator``; each task gets a labelled support and query
+mini-batch from the training split, both degraded by that task. The base CNN (Conv4, Table 1
+right) is adapted with ``inner_steps`` SGD steps at ``inner_lr`` on the support batch (MAML
+Eq. 1), the query loss after adaptation is averaged over the ``M`` tasks and one Adam step is
+taken on it (MAML Eq. 3; Adam 1e-4 in Sec. 4.5). ``algorithm="joint"`` is the ablation without
+meta-learning: the same degraded task batches, one ordinary minibatch step on all of them.
+
+Validation (Sec. 4.5: bicubic input, batch 16): each batch is split in two halves, the model is
+adapted on the first (support) and the accuracy/loss on the second (query) are logged before
+(``val/acc_before``) and after (``val/acc``, ``val/query_loss``) adaptation.
+
+Test = the meta-test protocol (:mod:`.adaptation`) for each of ``test_targets``: ``adapt_k``
+training images, ``adapt_steps`` SGD steps at ``adapt_lr``, accuracy on the whole test set
+before/after (``test/acc_before/<target>``, ``test/acc_after/<target>``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from lr_lightning.degrade import Degradation, DegradationSpace, DownsampleMode
+from lr_lightning.meta import BNMode, batch_norm_uses_batch_stats, functional_forward, inner_loop, meta_parameters
+from lr_lightning.methods.base import BaseTask, OptimizerName
+from lr_lightning.methods.maml_degradation.adaptation import adapt_classifier, sample_support
+
+
+def split_tasks(hr: Tensor, y: Tensor, tasks: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Split one data batch into ``tasks`` disjoint (support_hr, support_y, query_hr, query_y).
+
+    A batch of ``B = tasks * (s + q)`` images gives every task ``B / (2 tasks)`` support and as
+    many query images (the config uses 4 x (32 + 32) = 256, paper A's batch 32). Batches too small
+    for that (fewer than ``2 * tasks`` images) are shared by all tasks, each with its own
+    degradation, after a warning: only meant for smoke tests.
+    """
+    b = hr.shape[0]
+    if b < 2:
+        raise ValueError(f"a meta-batch needs at least 2 images (support + query), got {b}")
+    if b < 2 * tasks:
+        warnings.warn(
+            f"batch of {b} images < 2 x {tasks} tasks: all tasks share the same support/query images; "
+            f"use batch_size = tasks_per_step * (support + query)",
+            stacklevel=2,
+        )
+        h = b // 2
+        return [(hr[:h], y[:h], hr[h : 2 * h], y[h : 2 * h])] * tasks
+    per = b // tasks
+    half = per // 2
+    out = []
+    for t in range(tasks):
+        s = slice(t * per, t * per + half)
+        q = slice(t * per + half, t * per + 2 * half)
+        out.append((hr[s], y[s], hr[q], y[q]))
+    return out
+
+
+class MAMLDegradationClassifier(BaseTask):
+    """MAML over degradation tasks (paper A) or its joint-training ablation.
+
+    Args:
+        net: the base classifier on LR images (``lr_lightning.nn.Conv4`` with ``in_size`` = LR
+            size); normalised inputs, logits out.
+        num_classes: number of classes.
+        algorithm: ``maml`` (meta-learning) or ``joint`` (same tasks, ordinary training).
+        modes / bits / factor: the task space (:class:`DegradationSpace`, paper A Sec. 4.2).
+        tasks_per_step: ``M`` meta-tasks per step (4 in the paper).
+        inner_steps: SGD steps on the support batch (5 in the paper).
+        inner_lr: inner SGD rate (0.01 in the paper).
+        first_order: FOMAML instead of second-order MAML.
+        bn: BatchNorm handling in the inner loop and at evaluation (see :mod:`lr_lightning.meta`):
+            ``transductive`` (batch statistics, reference MAML) or ``running``.
+        task_seed: seed of the task sampler (offset by the DDP rank).
+        val_degradation: degradation of the validation input (paper: bicubic).
+        test_targets: unseen degradations of the meta-test protocol (names, e.g. ``bilinear2``).
+        adapt_k / adapt_steps / adapt_lr / adapt_seed: the protocol's k, n, rate and support seed.
+        mean / std: input normalisation.
+        (optimiser arguments: the outer optimiser, Adam 1e-4 in the paper)
+    """
+
+    monitor = "val/acc"
+    mode = "max"
+    automatic_optimization = False
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 10,
+        algorithm: Literal["maml", "joint"] = "maml",
+        modes: list[DownsampleMode] | None = None,
+        bits: list[int] | None = None,
+        factor: int = 2,
+        tasks_per_step: int = 4,
+        inner_steps: int = 5,
+        inner_lr: float = 0.01,
+        first_order: bool = False,
+        bn: BNMode = "transductive",
+        task_seed: int = 0,
+        val_degradation: str = "bicubic2",
+        test_targets: list[str] | None = None,
+        adapt_k: int = 32,
+        adapt_steps: int = 5,
+        adapt_lr: float = 0.01,
+        adapt_seed: int = 0,
+        mean: tuple[float, float, float] = CIFAR10_MEAN,
+        std: tuple[float, float, float] = CIFAR10_STD,
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        channels_last: bool = False,
+    ) -> None:
+        if tasks_per_step < 1:
+            raise ValueError(f"tasks_per_step must be >= 1, got {tasks_per_step}")
+        self.space = DegradationSpace(modes or ("max", "avg"), bits or (2, 3, 4, 8, 16, 32), factor)
+        self.val_deg = Degradation.from_name(val_degradation)
+        self.targets = [Degradation.from_name(t) for t in (test_targets or [])]
+        for d in [self.val_deg, *self.targets]:
+            if d.factor != factor or d.upsample:
+                raise ValueError(f"degradation {d.name!r} must downsample by factor {factor} without upsampling")
+        super().__init__(
+            optimizer, lr, weight_decay, momentum, betas, "none", None, 0.1, channels_last, modules={"net": net}
+        )
+        self.task_generator = torch.Generator().manual_seed(task_seed)
+
+    net: nn.Module
+
+    def configure_models(self) -> None:
+        self.register_buffer("mean", torch.tensor(self.hparams.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.hparams.std).view(1, -1, 1, 1), persistent=False)
+
+    def configure_metrics(self) -> MetricCollection:
+        n = self.hparams.num_classes
+        self.target_metrics = nn.ModuleDict(
+            {
+                f"{when}_{i}": MulticlassAccuracy(n, average="micro")
+                for i in range(len(self.targets))
+                for when in ("before", "after")
+            }
+        )
+        return MetricCollection({"acc": MulticlassAccuracy(n, average="micro")})
+
+    # -- model ---------------------------------------------------------------------------------
+    def normalize(self, x: Tensor) -> Tensor:
+        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for LR images in [0, 1] with the current (meta-learned) weights."""
+        return self.net(self.normalize(x))
+
+    def _loss_fn(self, forward: Any, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return F.cross_entropy(forward(self.normalize(batch[0])), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The outer (meta) optimiser over the base network (Adam 1e-4 in paper A, Sec. 4.5)."""
+        return self.build_optimizer(self.optimized_parameters())
+
+    # -- meta-training -------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Different tasks on every DDP rank (the data differ too); reproducible from task_seed.
+        if self.global_rank:
+            self.task_generator.manual_seed(self.hparams.task_seed + 1000003 * self.global_rank)
+
+    def meta_loss(self, hr: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean query loss after adaptation over ``tasks_per_step`` sampled tasks (MAML Eq. 3),
+        or the joint-training loss; plus the terms to log."""
+        hp = self.hparams
+        tasks = self.space.sample(hp.tasks_per_step, self.task_generator)
+        groups = split_tasks(hr, y, hp.tasks_per_step)
+        if hp.algorithm == "joint":
+            x = torch.cat([deg(torch.cat([s, q])) for deg, (s, _, q, _) in zip(tasks, groups)])
+            t = torch.cat([torch.cat([sy, qy]) for (_, sy, _, qy) in groups])
+            logits = self(x)
+            loss = F.cross_entropy(logits, t)
+            return loss, {"acc": (logits.argmax(-1) == t).float().mean()}
+        params = meta_parameters(self.net)
+        buffers = dict(self.net.named_buffers())
+        query_losses, support_first, support_last, accs = [], [], [], []
+        for deg, (s, sy, q, qy) in zip(tasks, groups):
+            res = inner_loop(
+                self.net, params, self._loss_fn, (deg(s), sy), hp.inner_steps, hp.inner_lr,
+                first_order=hp.first_order, buffers=buffers, bn=hp.bn,
+            )
+            logits = functional_forward(self.net, res.params, res.buffers)(self.normalize(deg(q)))
+            query_losses.append(F.cross_entropy(logits, qy))
+            accs.append((logits.argmax(-1) == qy).float().mean())
+            if res.losses:
+                support_first.append(res.losses[0])
+                support_last.append(res.losses[-1])
+        loss = torch.stack(query_losses).mean()
+        logs = {"query_acc": torch.stack(accs).mean()}
+        if support_first:
+            logs["support_loss_first"] = torch.stack(support_first).mean()
+            logs["support_loss_last"] = torch.stack(support_last).mean()
+        return loss, logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss, logs = self.meta_loss(batch["hr"], batch["label"])
+        self.manual_backward(loss)  # under DDP the meta-gradients are averaged across ranks
+        opt.step()
+        bs = batch["hr"].shape[0]
+        name = "query_loss" if self.hparams.algorithm == "maml" else "loss"
+        self.log(f"train/{name}", loss.detach(), batch_size=bs, prog_bar=True)
+        if name != "loss":
+            self.log("train/loss", loss.detach(), batch_size=bs)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v.detach(), batch_size=bs)
+        return loss.detach()
+
+    # -- validation: adapt on half the batch, query the other half -------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hr, y = batch["hr"], batch["label"]
+        with torch.inference_mode(False), torch.enable_grad():
+            hr, y = hr.clone(), y.clone()  # usable by autograd even under inference mode
+            h = max(1, hr.shape[0] // 2)
+            s, sy, q, qy = hr[:h], y[:h], hr[h:], y[h:]
+            if q.shape[0] == 0:
+                q, qy = s, sy
+            xs, xq = self.val_deg(s), self.val_deg(q)
+            res = adapt_classifier(self, xs, sy, self.hparams.inner_steps, self.hparams.inner_lr, self.hparams.bn)
+            with torch.no_grad(), batch_norm_uses_batch_stats(self, enabled=self.hparams.bn == "transductive"):
+                before = self._transductive(None, None, xq)
+                after = self._transductive(res.params, res.buffers, xq)
+        bs = qy.shape[0]
+        self.log("val/loss_before", F.cross_entropy(before, qy), batch_size=bs, sync_dist=True)
+        self.log("val/acc_before", (before.argmax(-1) == qy).float().mean(), batch_size=bs, sync_dist=True)
+        self.log("val/query_loss", F.cross_entropy(after, qy), batch_size=bs, prog_bar=True, sync_dist=True)
+        self.log("val/loss", F.cross_entropy(after, qy), batch_size=bs, sync_dist=True)
+        self.val_metrics.update(after, qy)
+        self.log_dict(self.val_metrics, batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
+
+    def _transductive(self, params: dict[str, Tensor] | None, buffers: dict[str, Tensor] | None, x: Tensor) -> Tensor:
+        """Forward with ``params`` on a copy of the buffers (never touches the module's own)."""
+        bufs = {n: b.clone() for n, b in (buffers or dict(self.named_buffers())).items()}
+        return functional_forward(self, params or {}, bufs)(x)
+
+    # -- test: the meta-test protocol per unseen target ------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._adapted: list[Any] = []
+        if not self.targets:
+            return
+        dm = self.trainer.datamodule
+        if getattr(dm, "train_set", None) is None:
+            dm.setup("fit")  # the support examples come from the training split only
+        hp = self.hparams
+        with torch.inference_mode(False), torch.enable_grad():
+            hr, y = sample_support(dm.train_set, hp.adapt_k, torch.Generator().manual_seed(hp.adapt_seed))
+            hr, y = hr.to(self.device), y.to(self.device)
+            for deg in self.targets:
+                self._adapted.append(adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_lr, hp.bn))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hr, y = batch["hr"], batch["label"]
+        bs = y.shape[0]
+        eval_bn = self.hparams.bn == "transductive"
+        with batch_norm_uses_batch_stats(self, enabled=eval_bn):
+            logits = self._transductive(None, None, self.val_deg(hr))
+            self.test_metrics.update(logits, y)
+            self.log_dict(self.test_metrics, batch_size=bs, on_step=False, on_epoch=True)
+            for i, (deg, res) in enumerate(zip(self.targets, self._adapted)):
+                x = deg(hr)
+                for when, params, bufs in (("before", None, None), ("after", res.params, res.buffers)):
+                    metric = self.target_metrics[f"{when}_{i}"]
+                    metric.update(self._transductive(params, bufs, x), y)
+                    self.log(f"test/acc_{when}/{deg.name}", metric, batch_size=bs, on_step=False, on_epoch=True)
+
+    # -- checkpointing of the task sampler -------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task_generator_state"] = self.task_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "task_generator_state" in checkpoint:
+            self.task_generator.set_state(checkpoint["task_generator_state"])
