@@ -1,0 +1,232 @@
+"""Paper A's MAML degradation classifier: task sampling, no test leakage, the adaptation protocol,
+the CLI test stage and a 2-process DDP step."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import TensorDataset
+
+from lr_lightning.cli import main
+from lr_lightning.data import CIFARDataModule
+from lr_lightning.degrade import Degradation
+from lr_lightning.data.base import DictTensorDataset
+from lr_lightning.methods.maml_degradation import (
+    MAMLDegradationClassifier,
+    adapt_and_evaluate,
+    adapt_classifier,
+    evaluate_classifier,
+    sample_support,
+    split_tasks,
+)
+from lr_lightning.nn import Conv4
+from tests.conftest import REPO, write_image_folder
+
+CONFIG = REPO / "configs" / "maml_degradation" / "cifar10_maml_conv4_x2.yaml"
+
+
+def _module(**kw) -> MAMLDegradationClassifier:
+    torch.manual_seed(0)
+    args = dict(inner_steps=2, test_targets=["bilinear2", "avgpool2+q5"], adapt_k=8, adapt_steps=2)
+    args.update(kw)
+    return MAMLDegradationClassifier(Conv4(num_classes=10, in_size=16), **args)
+
+
+def test_task_sampling_uniform_and_reproducible() -> None:
+    a, b, c = _module(task_seed=7), _module(task_seed=7), _module(task_seed=8)
+    seq_a = [d.name for d in a.space.sample(6000, a.task_generator)]
+    assert seq_a == [d.name for d in b.space.sample(6000, b.task_generator)]
+    assert seq_a != [d.name for d in c.space.sample(6000, c.task_generator)]
+    counts = Counter(seq_a)
+    expected = {f"{p}2" + (f"+q{q}" if q < 32 else "") for p in ("maxpool", "avgpool") for q in (2, 3, 4, 8, 16, 32)}
+    assert set(counts) == expected  # all 12 (mode, bits) tasks
+    chi2 = sum((n - 500) ** 2 / 500 for n in counts.values())
+    assert chi2 < 31.3  # chi-square, 11 dof, p = 0.001
+
+
+def test_meta_loss_draws_its_tasks_from_the_seeded_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _module(task_seed=3)
+    seen: list[str] = []
+    orig = m.space.sample
+    monkeypatch.setattr(m.space, "sample", lambda n, g: [seen.append(d.name) or d for d in orig(n, g)])
+    hr, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        m.meta_loss(hr, y)
+    fresh = _module(task_seed=3)
+    assert seen == [d.name for d in fresh.space.sample(12, fresh.task_generator)]
+
+
+def test_split_tasks_disjoint_support_and_query() -> None:
+    hr = torch.arange(32.0).view(32, 1, 1, 1).expand(32, 3, 2, 2)
+    y = torch.arange(32)
+    groups = split_tasks(hr, y, 4)
+    ids = [int(t) for s, sy, q, qy in groups for t in torch.cat([sy, qy])]
+    assert sorted(ids) == list(range(32))  # 4 tasks x (4 support + 4 query), no overlap
+    assert all(len(sy) == len(qy) == 4 for _, sy, _, qy in groups)
+    with pytest.warns(UserWarning, match="share"):
+        assert len(split_tasks(hr[:4], y[:4], 4)) == 4
+
+
+def test_maml_step_changes_weights_and_joint_has_no_inner_loop() -> None:
+    m = _module()
+    hr, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    loss, logs = m.meta_loss(hr, y)
+    assert {"query_acc", "support_loss_first", "support_loss_last"} <= set(logs)
+    assert logs["support_loss_last"] < logs["support_loss_first"]  # the inner loop adapts
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.net.parameters())
+    j = _module(algorithm="joint")
+    _, jlogs = j.meta_loss(hr, y)
+    assert set(jlogs) == {"acc"}
+
+
+@pytest.mark.parametrize("bn", ["transductive", "running"])
+def test_adaptation_leaves_meta_weights_untouched(bn: str) -> None:
+    m = _module(bn=bn)
+    m.train()
+    state = copy.deepcopy(m.state_dict())
+    g = torch.Generator().manual_seed(0)
+    train = DictTensorDataset(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(40) % 10)
+    test = [(torch.rand(20, 3, 32, 32, generator=g), torch.arange(20) % 10)]
+    res = adapt_and_evaluate(m, train, test, Degradation("bilinear", 2), k=16, steps=3, lr=0.1, bn=bn)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert m.training  # mode restored
+    assert res.acc_before != res.acc_after or res.loss_before != res.loss_after
+    # n = 0 steps: "after" is exactly "before"
+    res0 = adapt_and_evaluate(m, train, test, Degradation("bilinear", 2), k=16, steps=0, lr=0.1, bn=bn)
+    assert (res0.acc_after, res0.loss_after) == (res0.acc_before, res0.loss_before)
+
+
+def test_adapted_weights_equal_plain_sgd_finetuning() -> None:
+    m = _module(bn="running")
+    x, y = torch.rand(12, 3, 16, 16), torch.randint(0, 10, (12,))
+    res = adapt_classifier(m, x, y, steps=3, lr=0.05, bn="running")
+    ref = copy.deepcopy(m).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(res.params[n], p)
+    acc_ours, _ = evaluate_classifier(m, [(x, y)], None, res.params, res.buffers, bn="running")
+    ref.eval()
+    acc_ref = 100.0 * float((ref(x).argmax(-1) == y).float().mean())
+    assert acc_ours == pytest.approx(acc_ref)
+
+
+def test_sample_support_validates_k() -> None:
+    ds = TensorDataset(torch.zeros(3))
+    with pytest.raises(ValueError, match="k must be"):
+        sample_support(ds, 4, torch.Generator())
+
+
+def _marked_cifar(root: Path) -> Path:
+    """Tiny CIFAR whose test images are all pure white (255) and train images never are."""
+    write_image_folder(root / "cifar10" / "train", 10, 6, 32)
+    from PIL import Image
+
+    for c in range(10):
+        d = root / "cifar10" / "test" / f"class{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(2):
+            Image.new("RGB", (32, 32), (255, 255, 255)).save(d / f"{j}.png")
+    return root
+
+
+class _Recorder(MAMLDegradationClassifier):
+    """Records every HR image the meta-training and the protocol's support see."""
+
+    seen: list[torch.Tensor] = []
+
+    def meta_loss(self, hr, y):  # noqa: ANN001, ANN201
+        self.seen.append(hr.detach().clone())
+        return super().meta_loss(hr, y)
+
+
+def test_support_and_query_never_see_test_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _marked_cifar(tmp_path / "data")
+    import lr_lightning.methods.maml_degradation.module as mod
+
+    supports: list[torch.Tensor] = []
+    orig = mod.sample_support
+    monkeypatch.setattr(mod, "sample_support", lambda ds, k, g: supports.append(orig(ds, k, g)[0]) or orig(ds, k, g))
+    torch.manual_seed(0)
+    model = _Recorder(Conv4(10, 16), inner_steps=1, tasks_per_step=2, test_targets=["bilinear2"], adapt_k=8)
+    dm = CIFARDataModule(root=str(root), batch_size=8, eval_batch_size=4, augment=False, val_fraction=0.2)
+    trainer = Trainer(max_steps=3, limit_val_batches=1, enable_progress_bar=False, logger=False,
+                      enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(model, dm)
+    out = trainer.test(model, dm)
+    assert len(_Recorder.seen) == 3 and supports
+    for hr in [*_Recorder.seen, *supports]:
+        white = (hr.flatten(1) == 1.0).all(1)
+        assert not white.any(), "a test image reached the meta-training / support batches"
+    assert "test/acc_after/bilinear2" in out[0] and "test/acc_before/bilinear2" in out[0]
+    assert out[0]["test/acc"] >= 0
+
+
+def test_cli_test_stage_runs_the_protocol(tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", str(CONFIG), "--data.init_args.root", str(tiny_cifar), "--data.init_args.batch_size=16",
+              "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+              "--model.init_args.adapt_k=8", "--model.init_args.inner_steps=1"]
+    cli = main(["fit", *common, "--trainer.max_steps=1", "--trainer.limit_val_batches=1"])
+    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    cli = main(["test", *common, "--ckpt_path", ckpt])
+    metrics = cli.trainer.callback_metrics
+    for target in ("bicubic2", "bilinear2", "nearest2", "area2", "blur2(s1.0)", "avgpool2+q5", "maxpool2+q6"):
+        assert f"test/acc_before/{target}" in metrics and f"test/acc_after/{target}" in metrics
+
+
+def test_bad_target_factor_is_rejected() -> None:
+    with pytest.raises(ValueError, match="factor 2"):
+        _module(test_targets=["bilinear4"])
+
+
+RANK_DUMP = """
+from lightning.pytorch import Callback
+import torch, os
+class Dump(Callback):
+    def on_train_start(self, trainer, pl_module):
+        torch.save(pl_module.net.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"start{trainer.global_rank}.pt"))
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"state": pl_module.net.state_dict(), "tasks": pl_module.task_generator.get_state()},
+                   os.path.join(os.environ["DUMP_DIR"], f"rank{trainer.global_rank}.pt"))
+"""
+
+
+def test_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -> None:
+    """A 2-process DDP meta-step (CLI subprocess): both ranks end with the same weights."""
+    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
+    extra = tmp_path / "cb.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
+    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "DUMP_DIR": str(tmp_path),
+           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    cmd = [
+        sys.executable, "-m", "lr_lightning", "fit", "--config", str(CONFIG), "--config", str(extra),
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=16",
+        "--model.init_args.inner_steps=2", "--model.init_args.lr=0.01",
+    ]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert not torch.equal(r0["tasks"], r1["tasks"])  # the ranks sampled different tasks
+    start = torch.load(tmp_path / "start0.pt", weights_only=True)
+    for k, v in r0["state"].items():
+        torch.testing.assert_close(v, r1["state"][k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(start["classifier.weight"], r0["state"]["classifier.weight"])  # 2 steps were taken
+    # the ranks saw different data and tasks, so identical weights mean averaged meta-gradients
