@@ -1,0 +1,357 @@
+"""Autoresolution pretext task and the low-resolution classifier it initialises (paper D).
+
+Stage 1, :class:`AutoresolutionPretext` (Sec. 2, 3.2): from unlabelled HR images, the LR image is
+the average-pooled HR image (factor ``factor``) and a random ``super_patch`` crop of the HR image
+runs through the fully convolutional patch tower, giving a ``G x G`` grid of predictions over
+overlapping patches (``G`` follows from the patch tower's receptive field and stride).
+
+* ``objective="classification"``: every cell predicts whether its patch belongs to the LR image.
+  Per batch, each image gets its own (aligned) super patch as positive and the super patch of the
+  next image in the batch as negative (Sec. 2); softmax cross-entropy over all cells.
+* ``objective="regression"``: every cell predicts its patch's centre ``(x, y)`` normalised to
+  [-1, 1] (Sec. 2); squared error (the paper names no loss; L2 is the plain choice).
+
+Stage 2, :class:`AutoresolutionClassifier` (Sec. 3.3): the LR image tower + a softmax layer with
+50% dropout. With ``pretrained`` (a stage-1 checkpoint; its saved weights are the parameter
+average) the first ``head_only_steps`` steps train only the softmax layer, the tower frozen (its
+batch-norm statistics too), then everything is fine-tuned. ``pretrained: null`` is the random
+initialisation baseline (give it ``head_only_steps: 0`` for the paper's baseline).
+
+Both use the recipe of Sec. 3.1 (:class:`~lr_lightning.methods.autoresolution.recipe.PaperRecipeTask`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+from torchmetrics.regression import MeanAbsoluteError
+
+from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from lr_lightning.degrade import downsample
+from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask, RecipeOptimizer
+from lr_lightning.methods.autoresolution.targets import centre_targets, crop_batch, random_offsets, shifted_negatives
+from lr_lightning.nn.autoresolution import HEAD_PRESETS, AutoresolutionHead, Preset
+from lr_lightning.nn.weights import load_state_dict_file
+
+Objective = Literal["classification", "regression"]
+DEFAULT_LR = {"classification": 0.003, "regression": 0.01}  # Sec. 3.1
+
+
+class AutoresolutionPretext(PaperRecipeTask):
+    """Self-supervised LR-image / HR-patch correspondence (paper D Sec. 2, tiled as Sec. 3.2).
+
+    Batches need ``batch["hr"]`` only (labels, if present, are ignored).
+
+    Args:
+        image_tower: LR image tower (``lr_lightning.nn.LRImageTower``); has ``embed_dim``.
+        patch_tower: HR patch tower (``lr_lightning.nn.PatchTower``); has ``embed_dim``,
+            ``receptive_field()`` and ``grid_size()``.
+        objective: ``classification`` (does the patch belong?) or ``regression`` (where is it?).
+        factor: average-pooling factor HR -> LR.
+        super_patch: side of the HR super patch (paper: 127 of 256).
+        head_preset / head_hidden: widths of the 4 hidden 1x1 conv layers of the 5-layer head.
+        lr: learning rate; ``None`` takes the paper's 0.003 (classification) / 0.01 (regression).
+        mean / std: input normalisation of both towers (inputs are in [0, 1]).
+        heatmap_every_n_epochs: save the Fig. 2 heat map (classification) every n validation
+            epochs as ``<log_dir>/heatmaps/epoch_XXX.png`` (0 disables).
+        (recipe arguments: see :class:`PaperRecipeTask`)
+    """
+
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        patch_tower: nn.Module,
+        objective: Objective = "classification",
+        factor: int = 4,
+        super_patch: int = 20,
+        head_preset: Preset = "small",
+        head_hidden: list[int] | None = None,
+        lr: float | None = None,
+        mean: tuple[float, float, float] = CIFAR10_MEAN,
+        std: tuple[float, float, float] = CIFAR10_STD,
+        heatmap_every_n_epochs: int = 1,
+        weight_decay: float = 4e-5,
+        momentum: float = 0.9,
+        recipe_optimizer: RecipeOptimizer = "rmsprop_tf",
+        rmsprop_decay: float = 0.9,
+        rmsprop_eps: float = 1.0,
+        lr_decay: float = 0.94,
+        lr_decay_epochs: int = 2,
+        clip_grad_norm: float | None = 10.0,
+        ema_decay: float | None = 0.999,
+        channels_last: bool = True,
+    ) -> None:
+        for name, mod, attrs in (("image_tower", image_tower, ("embed_dim",)), ("patch_tower", patch_tower, ("embed_dim", "receptive_field", "grid_size"))):
+            missing = [a for a in attrs if not hasattr(mod, a)]
+            if missing:
+                raise TypeError(f"{name} ({type(mod).__name__}) lacks {missing}; use lr_lightning.nn.LRImageTower / PatchTower")
+        r, _ = patch_tower.receptive_field()
+        if super_patch < r:
+            raise ValueError(f"super_patch {super_patch} is smaller than the patch tower's receptive field {r}")
+        self.monitor = "val/acc" if objective == "classification" else "val/mae"
+        self.mode = "max" if objective == "classification" else "min"
+        super().__init__(
+            DEFAULT_LR[objective] if lr is None else lr, weight_decay, momentum, recipe_optimizer, rmsprop_decay,
+            rmsprop_eps, lr_decay, lr_decay_epochs, clip_grad_norm, ema_decay, channels_last,
+            modules={"image_tower": image_tower, "patch_tower": patch_tower},
+        )
+        self._heatmap_inputs: tuple[Tensor, Tensor, Tensor] | None = None
+
+    image_tower: nn.Module
+    patch_tower: nn.Module
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def configure_models(self) -> None:
+        hp = self.hparams
+        hidden = HEAD_PRESETS[hp.head_preset] if hp.head_hidden is None else hp.head_hidden
+        self.head = AutoresolutionHead(self.image_tower.embed_dim, self.patch_tower.embed_dim, list(hidden), 2)
+        self.register_buffer("mean", torch.tensor(hp.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(hp.std).view(1, -1, 1, 1), persistent=False)
+
+    def configure_metrics(self) -> MetricCollection:
+        if self.hparams.objective == "classification":
+            return MetricCollection({"acc": BinaryAccuracy()})
+        # "mae_centre_predictor": the error of always answering (0, 0), the mean (and median)
+        # of the uniformly distributed centre targets: the chance level of the regression.
+        return MetricCollection({"mae": MeanAbsoluteError(), "mae_centre_predictor": MeanMetric()})
+
+    # -- pieces --------------------------------------------------------------------------------
+    @property
+    def grid_geometry(self) -> tuple[int, int, int]:
+        """``(patch side P, grid stride J, grid side G)`` of the tiled predictions."""
+        r, j = self.patch_tower.receptive_field()
+        return r, j, self.patch_tower.grid_size(self.hparams.super_patch)
+
+    def _norm(self, x: Tensor) -> Tensor:
+        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def embed_image(self, lr: Tensor) -> Tensor:
+        return self.image_tower(self._norm(lr))
+
+    def predict_grid(self, image_embedding: Tensor, super_patch: Tensor) -> Tensor:
+        """Head output ``(B, 2, G, G)`` for image embeddings and HR super patches (in [0, 1])."""
+        return self.head(image_embedding, self.patch_tower(self._norm(super_patch))).float()
+
+    def make_inputs(self, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(lr, super_patch, oy, ox)``: LR = average-pooled HR (Fig. 1), super patch = random crop."""
+        b, _, h, w = hr.shape
+        s = self.hparams.super_patch
+        if s > min(h, w):
+            raise ValueError(f"super_patch {s} exceeds the HR image size {h}x{w}")
+        lr = downsample(hr, self.hparams.factor, "avg")
+        oy, _ = random_offsets(b, h - s, generator)
+        _, ox = random_offsets(b, w - s, generator)
+        return lr, crop_batch(hr, oy, ox, s), oy, ox
+
+    def _step(self, batch: dict[str, Any], stage: str, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        hr = batch["hr"]
+        lr, sp, oy, ox = self.make_inputs(hr, generator)
+        emb = self.embed_image(lr)
+        b = hr.shape[0]
+        metrics = getattr(self, f"{stage}_metrics")
+        if self.hparams.objective == "classification":
+            patches = torch.cat([sp, shifted_negatives(sp)])
+            logits = self.predict_grid(torch.cat([emb, emb]), patches)  # (2B, 2, G, G)
+            g = logits.shape[-1]
+            target = torch.cat([torch.ones(b), torch.zeros(b)]).to(hr.device).long()[:, None, None].expand(-1, g, g)
+            loss = F.cross_entropy(logits, target)
+            metrics["acc"].update(logits.detach().softmax(1)[:, 1], target)
+        else:
+            pred = self.predict_grid(emb, sp)
+            p, j, g = self.grid_geometry
+            target = centre_targets(oy, ox, tuple(hr.shape[-2:]), p, j, g).to(hr.device)
+            loss = F.mse_loss(pred, target)
+            metrics["mae"].update(pred.detach().reshape(-1), target.reshape(-1))
+            metrics["mae_centre_predictor"].update(target.abs().mean(), weight=target.numel())
+        self.log(f"{stage}/loss", loss, batch_size=b, prog_bar=True, sync_dist=stage != "train")
+        self.log_dict(metrics, batch_size=b, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss, lr, sp
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", None)[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        # fixed crops per batch index: every validation epoch scores the same pretext problems
+        gen = torch.Generator().manual_seed(10_000 + batch_idx)
+        _, lr, sp = self._step(batch, "val", gen)
+        if batch_idx == 0 and lr.shape[0] >= 2:
+            self._heatmap_inputs = (lr[:1].detach(), sp[1:2].detach(), sp[:1].detach())
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test", torch.Generator().manual_seed(20_000 + batch_idx))
+
+    # -- Fig. 2 heat map -----------------------------------------------------------------------
+    @torch.no_grad()
+    def heatmap(self, lr: Tensor, super_patch: Tensor) -> Tensor:
+        """``(G, G)`` probabilities that each tiled patch of ``super_patch`` belongs to ``lr``
+        (one image each, in [0, 1]); Fig. 2's binary heat map is ``heatmap > 0.5``."""
+        if self.hparams.objective != "classification":
+            raise RuntimeError("the belongs/does-not-belong heat map needs objective='classification'")
+        logits = self.predict_grid(self.embed_image(lr), super_patch)
+        return logits.softmax(1)[0, 1]
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.hparams.heatmap_every_n_epochs
+        if (
+            self._heatmap_inputs is None
+            or self.hparams.objective != "classification"
+            or not every
+            or self.trainer.sanity_checking
+            or self.current_epoch % every
+        ):
+            return
+        lr, other, own = self._heatmap_inputs
+        neg, pos = self.heatmap(lr, other).cpu(), self.heatmap(lr, own).cpu()
+        self.log("val/heatmap_neg_belongs", (neg > 0.5).float().mean(), batch_size=1)
+        self.log("val/heatmap_pos_belongs", (pos > 0.5).float().mean(), batch_size=1)
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            path = Path(self.trainer.log_dir) / "heatmaps" / f"epoch_{self.current_epoch:03d}.png"
+            save_heatmap_figure(path, lr[0].cpu(), other[0].cpu(), neg, own[0].cpu(), pos)
+            for logger in self.loggers:
+                if hasattr(logger, "log_image"):  # e.g. WandbLogger
+                    logger.log_image(key="val/heatmap", images=[str(path)], step=self.global_step)
+                elif hasattr(getattr(logger, "experiment", None), "add_figure"):  # TensorBoard
+                    from PIL import Image
+                    import numpy as np
+
+                    img = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+                    logger.experiment.add_image("val/heatmap", img, self.global_step)
+
+
+def save_heatmap_figure(path: Path, lr: Tensor, other: Tensor, neg: Tensor, own: Tensor, pos: Tensor) -> Path:
+    """Fig. 2 of paper D: the LR image, a super patch of another image with its binary heat map,
+    and (for reference) the image's own super patch with its heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(1, 5, figsize=(12.5, 2.8))
+    show = [(lr, "LR image"), (other, "super patch (other image)"), ((neg > 0.5).float(), "belongs? (other)"),
+            (own, "super patch (own image)"), ((pos > 0.5).float(), "belongs? (own)")]
+    for a, (img, title) in zip(ax, show, strict=True):
+        if img.ndim == 3:
+            a.imshow(img.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+        else:
+            a.imshow(img.numpy(), cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
+        a.set_title(title, fontsize=9)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+class AutoresolutionClassifier(PaperRecipeTask):
+    """LR classifier: the autoresolution LR image tower + softmax layer with 50% dropout (Sec. 3.3).
+
+    Args:
+        image_tower: the LR image tower (same architecture as in the pretext checkpoint).
+        num_classes: classes of the softmax layer.
+        input_key: ``"lr"`` (the data module's ``degradation`` makes it) or ``"hr"``.
+        pretrained: a pretext checkpoint (``.ckpt``) or weights file whose ``image_tower.*``
+            entries initialise the tower; ``None`` = random initialisation (warned).
+        head_only_steps: optimiser steps that train only the softmax layer with the tower frozen
+            (paper: 10K); then all parameters are fine-tuned.
+        dropout: dropout before the softmax layer (paper: 50%).
+        lr: learning rate (paper: 0.01 baseline, 0.003 after classification pretext, 0.001 after
+            regression pretext).
+        (recipe arguments: see :class:`PaperRecipeTask`)
+    """
+
+    monitor = "val/acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        num_classes: int = 10,
+        input_key: Literal["lr", "hr"] = "lr",
+        pretrained: str | None = None,
+        head_only_steps: int = 10_000,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        mean: tuple[float, float, float] = CIFAR10_MEAN,
+        std: tuple[float, float, float] = CIFAR10_STD,
+        weight_decay: float = 4e-5,
+        momentum: float = 0.9,
+        recipe_optimizer: RecipeOptimizer = "rmsprop_tf",
+        rmsprop_decay: float = 0.9,
+        rmsprop_eps: float = 1.0,
+        lr_decay: float = 0.94,
+        lr_decay_epochs: int = 2,
+        clip_grad_norm: float | None = 10.0,
+        ema_decay: float | None = 0.999,
+        channels_last: bool = True,
+    ) -> None:
+        if not hasattr(image_tower, "embed_dim"):
+            raise TypeError(f"image_tower ({type(image_tower).__name__}) lacks `embed_dim`; use lr_lightning.nn.LRImageTower")
+        super().__init__(
+            lr, weight_decay, momentum, recipe_optimizer, rmsprop_decay, rmsprop_eps, lr_decay, lr_decay_epochs,
+            clip_grad_norm, ema_decay, channels_last, modules={"image_tower": image_tower},
+        )
+
+    image_tower: nn.Module
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.classifier = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.image_tower.embed_dim, hp.num_classes))
+        self.register_buffer("mean", torch.tensor(hp.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(hp.std).view(1, -1, 1, 1), persistent=False)
+        if hp.pretrained:
+            load_state_dict_file(self.image_tower, hp.pretrained, prefix="image_tower.")
+        else:
+            msg = "AutoresolutionClassifier: pretrained is null, the image tower starts from random initialisation"
+            if hp.head_only_steps > 0:
+                msg += f" and stays frozen (random features) for the first {hp.head_only_steps} steps"
+            warnings.warn(msg, stacklevel=2)
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+
+    @property
+    def tower_frozen(self) -> bool:
+        """True during the head-only phase (Sec. 3.3)."""
+        return self.global_step < self.hparams.head_only_steps
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        frozen = self.tower_frozen
+        for p in self.image_tower.parameters():
+            p.requires_grad_(not frozen)
+        # a frozen tower also keeps its batch-norm statistics
+        self.image_tower.train(not frozen)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        return self.classifier(self.image_tower(x))
+
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        key = self.hparams.input_key
+        if key not in batch:
+            raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batch)}); for input_key='lr' give the data module a `degradation`")
+        logits = self(batch[key]).float()
+        y = batch["label"]
+        loss = F.cross_entropy(logits, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), y)
+        self.log(f"{stage}/loss", loss, batch_size=len(y), prog_bar=stage != "test", sync_dist=stage != "train")
+        self.log_dict(metrics, batch_size=len(y), on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        self.log("train/tower_frozen", float(self.tower_frozen), batch_size=1)
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")

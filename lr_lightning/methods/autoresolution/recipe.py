@@ -1,0 +1,107 @@
+"""The training recipe of paper D Sec. 3.1, shared by the pretext and the transfer tasks.
+
+* RMSprop with decay 0.9 and epsilon 1.0 in TensorFlow's form (epsilon inside the square root),
+  i.e. ``timm.optim.RMSpropTF``; torch's ``RMSprop`` adds epsilon outside the root, which with
+  ``eps=1.0`` is a different optimiser. Momentum is not stated in the paper; 0.9 is the value of
+  the Inception recipe (Szegedy et al. 2015) this paper's setup follows, and is configurable.
+* Learning rate x 0.94 every 2 epochs (staircase), gradients clipped to global norm 10.
+* Evaluation with a running average of the parameters: Lightning's ``WeightAveraging`` callback
+  (``torch.optim.swa_utils.AveragedModel``) with TensorFlow's ``ExponentialMovingAverage``
+  decay schedule ``min(decay, (1 + n) / (10 + n))``; validation, the saved checkpoints (so the
+  best checkpoint and ``test``) and the weights after ``fit`` are the averaged ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.callbacks import Callback, WeightAveraging
+from timm.optim import RMSpropTF
+from torch import Tensor
+
+from lr_lightning.methods.base import BaseTask
+
+RecipeOptimizer = Literal["rmsprop_tf", "rmsprop"]
+
+
+def tf_ema_avg_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor | int], Tensor]:
+    """``AveragedModel`` average function of ``tf.train.ExponentialMovingAverage(decay,
+    num_updates)``: ``avg <- d avg + (1 - d) param`` with ``d = min(decay, (1 + n) / (10 + n))``,
+    so early steps are not dominated by the random initialisation."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1], got {decay}")
+
+    @torch.no_grad()
+    def avg_fn(averaged: Tensor, current: Tensor, num_averaged: Tensor | int) -> Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if not averaged.is_floating_point():  # e.g. BatchNorm's num_batches_tracked
+            return current.clone()
+        return averaged * d + current.to(averaged.dtype) * (1.0 - d)
+
+    return avg_fn
+
+
+class PaperRecipeTask(BaseTask):
+    """:class:`BaseTask` with paper D's optimiser, schedule, clipping and parameter EMA.
+
+    Args (besides :class:`BaseTask`'s ``lr``, ``weight_decay``, ``momentum``, ``channels_last``):
+        recipe_optimizer: ``rmsprop_tf`` (paper) or ``rmsprop`` (torch's, epsilon outside the root).
+        rmsprop_decay / rmsprop_eps: 0.9 / 1.0 (Sec. 3.1).
+        lr_decay / lr_decay_epochs: multiply the rate by 0.94 every 2 epochs (Sec. 3.1).
+        clip_grad_norm: global-norm clipping threshold (10, Sec. 3.1); ``None`` disables it.
+        ema_decay: decay of the parameter running average used for evaluation; ``None`` disables
+            it (the paper does not give the value; TF's Inception used 0.9999 for long runs).
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        weight_decay: float,
+        momentum: float,
+        recipe_optimizer: RecipeOptimizer,
+        rmsprop_decay: float,
+        rmsprop_eps: float,
+        lr_decay: float,
+        lr_decay_epochs: int,
+        clip_grad_norm: float | None,
+        ema_decay: float | None,
+        channels_last: bool,
+        modules: dict[str, torch.nn.Module],
+    ) -> None:
+        super().__init__(
+            optimizer="sgd", lr=lr, weight_decay=weight_decay, momentum=momentum, scheduler="none",
+            channels_last=channels_last, modules=modules,
+        )
+
+    def build_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
+        hp = self.hparams
+        lr = hp.lr if lr is None else lr
+        if hp.recipe_optimizer == "rmsprop_tf":
+            return RMSpropTF(params, lr=lr, alpha=hp.rmsprop_decay, eps=hp.rmsprop_eps, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        return torch.optim.RMSprop(params, lr=lr, alpha=hp.rmsprop_decay, eps=hp.rmsprop_eps, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def optimized_parameters(self) -> list[Tensor]:
+        # every parameter (frozen phases only set requires_grad; optimisers skip params without grad)
+        return list(self.parameters())
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer(self.optimized_parameters())
+        sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.hparams.lr_decay_epochs, gamma=self.hparams.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Global-norm clipping at ``clip_grad_norm`` (Sec. 3.1) unless the trainer sets its own."""
+        if gradient_clip_val is None and self.hparams.clip_grad_norm is not None:
+            gradient_clip_val, gradient_clip_algorithm = self.hparams.clip_grad_norm, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
+    def configure_callbacks(self) -> list[Callback]:
+        callbacks = super().configure_callbacks()
+        if self.hparams.ema_decay is not None:
+            callbacks.append(WeightAveraging(avg_fn=tf_ema_avg_fn(self.hparams.ema_decay)))
+        return callbacks
