@@ -51,6 +51,14 @@ def _data_args(cfg: dict, tmp_path: Path) -> list[str]:
             for d in dirs:
                 write_images(tmp_path / "srdata" / d, 2, 96)
             args.append(f"--data.init_args.root={tmp_path / 'srdata'}")
+    elif cls.endswith("PretextFolderDataModule"):
+        init = data.get("init_args", {})
+        dirs = [*init.get("train_dirs", []), *init.get("val_dirs", [])]
+        if root is None or not all((root / d).is_dir() for d in dirs):
+            for d in dirs:
+                write_images(tmp_path / "pretextdata" / d, 2, init.get("crop_size", 128))
+            args.append(f"--data.init_args.root={tmp_path / 'pretextdata'}")
+        args += ["--data.init_args.val_crops=4", "--data.init_args.patches_per_epoch=8"]
     elif cls.endswith("ImageFolderDataModule"):
         init = data.get("init_args", {})
         for sub in (init.get("train_dir", "train"), init.get("test_dir") or "test"):
