@@ -1,0 +1,11 @@
+"""Lightning callbacks that change how any supported model trains.
+
+* :class:`IntegerTrainingCallback`: integer-arithmetic training (paper E, Sec. V.B, Eq. 10-15).
+* :class:`GradientPruningCallback`: cost-constrained gradient pruning (paper E, Sec. IV.B, Eq. 6-9).
+* :mod:`lr_lightning.callbacks.cost`: Eq. 9/16/17 and the meet-in-the-middle solver of Eq. 8.
+"""
+
+from lr_lightning.callbacks.integer import IntegerTrainingCallback
+from lr_lightning.callbacks.pruning import GradientPruningCallback, prunable_layers
+
+__all__ = ["GradientPruningCallback", "IntegerTrainingCallback", "prunable_layers"]

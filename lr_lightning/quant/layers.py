@@ -1,0 +1,377 @@
+"""Integer-arithmetic layers of paper E (Sec. V.B): int8 x int8 -> int32, forward and backward.
+
+Between layers activations and activation gradients travel as float32 tensors that are exactly
+``DQ(v, s)`` of int8 values ``v`` with a power-of-two scale (see :mod:`lr_lightning.quant.core`), so
+ReLU, max-pooling, flatten and the gradient of a sum act on them exactly as on the integers.
+Each integer layer:
+
+* forward: ``v_x = Q(x, s_x)`` (Eq. 10/11), ``v_w`` = 8-bit copy of the 32-bit stored weight
+  (Eq. 14), ``acc = conv(v_x, v_w)`` (exact int32), optional int32 bias, then ``(v_y, s_y)`` =
+  requantization of ``acc`` to int8 (floor, saturate);
+* backward: ``v_g = Q(g, s_g)``; activation gradient ``conv^T(v_g, v_w)`` (int32) requantized to
+  int8; weight gradient ``conv_w(v_x, v_g)`` kept as a saturated **32-bit** accumulator
+  (:attr:`IntegerLayer.wgrad`) for the Eq. 15 update done by
+  :class:`~lr_lightning.callbacks.IntegerTrainingCallback` (autograd receives no float weight
+  gradient, so a float optimiser never touches these weights).
+
+Arithmetic: int8 x int8 sums over ``K <= 1024`` terms stay below 2^24 and are computed with
+float32 convolutions (exact: every partial sum is an integer below 2^24); longer reductions (the
+weight gradient sums over batch x pixels) use float64 (exact below 2^53) and are then saturated
+to int32. Gradient pruning (Eq. 6) is built in: ``grad_keep`` (kept output channels) slices the
+weight-gradient computation; with ``propagate="pruned"`` the activation gradient is also computed
+from the kept channels only, restricted to ``grad_in_keep`` (the kept channels of the previous
+layer), which is the cost model of Eq. 9.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lr_lightning.quant.core import (
+    FP32_EXACT_TERMS,
+    Rounding,
+    ZERO_SCALE,
+    ceil_log2,
+    dequantize,
+    dynamic_scale,
+    quantize,
+    requantize,
+    saturate,
+    shift_floor,
+    shift_round,
+)
+
+ScaleMode = Literal["dynamic", "static"]
+
+
+class ScaleBook:
+    """Where each quantization point gets its scale: Eq. 11 per tensor ("dynamic"), or a fixed
+    scale ("static") = the maximum of Eq. 11 over calibration batches (``calibrating=True``)."""
+
+    def __init__(self, mode: ScaleMode = "dynamic", rounding: Rounding = "floor") -> None:
+        self.mode = mode
+        self.rounding: Rounding = rounding
+        self.calibrating = False
+        self.scales: dict[str, int] = {}
+
+    def pick(self, key: str, dynamic: int) -> int:
+        if self.calibrating or self.mode == "dynamic":
+            if self.calibrating:
+                self.scales[key] = max(self.scales.get(key, dynamic), dynamic)
+            return dynamic
+        # a point not calibrated yet (e.g. Lightning's sanity validation before training) stays dynamic
+        return self.scales.get(key, dynamic)
+
+
+def _acc_scale(acc: Tensor, exp: int, book: ScaleBook, key: str) -> int:
+    """Scale for requantizing ``acc * 2^exp``: dynamic (Eq. 11 on the real values) or static."""
+    m = float(acc.detach().abs().max()) if acc.numel() else 0.0
+    dyn = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
+    return book.pick(key, dyn)
+
+
+def _exact_dtype(terms: int) -> torch.dtype:
+    return torch.float32 if terms <= FP32_EXACT_TERMS else torch.float64
+
+
+class IntegerLayer(nn.Module):
+    """Shared state of :class:`IntConv2d` / :class:`IntLinear`: 32- or 8-bit weight storage
+    (Eq. 14) with its scale, optional 32-bit bias, the scale book, the pruning masks and the last
+    32-bit weight gradient."""
+
+    weight_v: Tensor
+    bias_v: Tensor | None
+
+    def _init_storage(self, weight: nn.Parameter, bias: nn.Parameter | None, weight_bits: int, headroom: int) -> None:
+        if weight_bits not in (8, 32):
+            raise ValueError(f"weight_bits must be 8 or 32, got {weight_bits}")
+        self.weight_bits = weight_bits
+        self.headroom = headroom
+        self.weight = weight  # the same Parameter object (optimisers and checkpoints keep working)
+        self.bias = bias
+        store = torch.int32 if weight_bits == 32 else torch.int8
+        s_w = dynamic_scale(weight.data) + headroom
+        self.weight_scale = s_w
+        self.register_buffer("weight_v", quantize(weight.data.double(), s_w, weight_bits).to(store))
+        if bias is not None:
+            s_b = dynamic_scale(bias.data) + headroom
+            self.bias_scale = s_b
+            self.register_buffer("bias_v", quantize(bias.data.double(), s_b, weight_bits).to(store))
+        else:
+            self.bias_v = None
+        self.book = ScaleBook()
+        self.name = type(self).__name__
+        self.grad_keep: Tensor | None = None  # kept output channels (Eq. 6 mask as indices)
+        self.grad_in_keep: Tensor | None = None  # kept channels of the previous layer ("pruned")
+        self.propagate: Literal["pruned", "full"] = "pruned"
+        self.frozen = False
+        self.wgrad: Tensor | None = None  # int32 values (float64), rows = grad_keep
+        self.wgrad_exp = 0  # real gradient = wgrad * 2^wgrad_exp
+        self.bgrad: Tensor | None = None
+        self.bgrad_exp = 0
+        self.wgrad_keep: Tensor | None = None
+        self._w8: tuple[Tensor, int] | None = None
+        self.sync_float_weight()
+
+    # -- weights ------------------------------------------------------------------------------
+    def weight_int8(self) -> tuple[Tensor, int]:
+        """The 8-bit copy of the stored weight used by forward/backward (Eq. 14 -> Eq. 10 with the
+        weight's own dynamic scale); float32 tensor of int8 values and its scale."""
+        if self._w8 is None:
+            if self.weight_bits == 8:
+                self._w8 = (self.weight_v.float(), self.weight_scale)
+            else:
+                v8, s8 = requantize(self.weight_v.long(), self.weight_scale - 31, None, 8, self.book.rounding)
+                self._w8 = (v8.float(), s8)
+        return self._w8
+
+    def bias_acc(self, exp: int) -> Tensor | None:
+        """The stored bias in accumulator units ``2^exp`` (int32, floor, saturated), float64."""
+        if self.bias_v is None:
+            return None
+        b = shift_floor(self.bias_v.long(), self.bias_scale - (self.weight_bits - 1) - exp)
+        return saturate(b, 32).double()
+
+    def sync_float_weight(self) -> None:
+        """Copy ``DQ(weight_v)`` into the float Parameter (for inspection/checkpoints only)."""
+        self._w8 = None
+        with torch.no_grad():
+            self.weight.copy_(dequantize(self.weight_v, self.weight_scale, self.weight_bits, torch.float64))
+            if self.bias is not None and self.bias_v is not None:
+                self.bias.copy_(dequantize(self.bias_v, self.bias_scale, self.weight_bits, torch.float64))
+
+    def weight_grad_float(self) -> Tensor | None:
+        """The last weight gradient as a full-size float tensor (zeros on pruned filters)."""
+        if self.wgrad is None:
+            return None
+        g = self.wgrad * 2.0**self.wgrad_exp
+        if self.wgrad_keep is None:
+            return g.float()
+        full = g.new_zeros(self.weight.shape)
+        full[self.wgrad_keep] = g
+        return full.float()
+
+    # -- integer ops (overridden) -------------------------------------------------------------
+    def _fwd(self, vx: Tensor, vw: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _bwd_input(self, shape: tuple[int, ...], vw: Tensor, vg: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _bwd_weight(self, vx: Tensor, wshape: tuple[int, ...], vg: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _IntLayerFn.apply(x, self.weight, self)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_bits={self.weight_bits}, scales={self.book.mode}"
+
+
+class _IntLayerFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, mod: IntegerLayer) -> Tensor:  # noqa: ARG004
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            rnd = mod.book.rounding
+            sx = mod.book.pick(f"{mod.name}.x", dynamic_scale(x))
+            vx = quantize(x, sx, 8, rnd)
+            vw, sw = mod.weight_int8()
+            exp = sx + sw - 14
+            acc = mod._fwd(vx, vw)
+            b = mod.bias_acc(exp)
+            if b is not None:
+                shape = [1, -1] + [1] * (acc.ndim - 2)
+                acc = acc.double() + b.view(shape)
+            acc = saturate(acc, 32)
+            sy = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
+            vy, sy = requantize(acc, exp, sy, 8, rnd)
+            out = dequantize(vy, sy)
+        ctx.save_for_backward(vx.to(torch.int8))
+        ctx.mod, ctx.sx, ctx.w8 = mod, sx, (vw, sw)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, None, None]:
+        (vx8,) = ctx.saved_tensors
+        mod: IntegerLayer = ctx.mod
+        vw, sw = ctx.w8
+        with torch.autocast(g.device.type, enabled=False):
+            g = g.float()
+            rnd = mod.book.rounding
+            sg = mod.book.pick(f"{mod.name}.g", dynamic_scale(g))
+            vg = quantize(g, sg, 8, rnd)
+            keep = mod.grad_keep
+            vg_k = vg if keep is None else vg.index_select(1, keep)
+            vw_k = vw if keep is None else vw.index_select(0, keep)
+            gx = None
+            if ctx.needs_input_grad[0]:
+                shape = tuple(vx8.shape)
+                keep_in = mod.grad_in_keep if mod.propagate == "pruned" else None
+                if mod.propagate == "full" or keep is None:
+                    vg_in, vw_in = vg, vw
+                else:
+                    vg_in, vw_in = vg_k, vw_k
+                if keep_in is not None:
+                    vw_in = vw_in.index_select(1, keep_in)
+                    shape = (shape[0], len(keep_in), *shape[2:])
+                acc = saturate(mod._bwd_input(shape, vw_in, vg_in), 32)
+                exp = sg + sw - 14
+                s = _acc_scale(acc, exp, mod.book, f"{mod.name}.gx")
+                v, s = requantize(acc, exp, s, 8, rnd)
+                gx = dequantize(v, s)
+                if keep_in is not None:
+                    full = gx.new_zeros(vx8.shape)
+                    full.index_copy_(1, keep_in, gx)
+                    gx = full
+            if keep is None or len(keep) > 0:
+                cout = vw.shape[0] if keep is None else len(keep)
+                acc_w = mod._bwd_weight(vx8.double(), (cout, *vw.shape[1:]), vg_k.double())
+                mod.wgrad = saturate(acc_w, 32)
+                mod.wgrad_exp = ctx.sx + sg - 14
+                mod.wgrad_keep = keep
+                if mod.bias_v is not None:
+                    dims = [0, *range(2, vg_k.ndim)]
+                    mod.bgrad = saturate(vg_k.double().sum(dims), 32)
+                    mod.bgrad_exp = sg - 7
+        return gx, None, None
+
+
+class IntConv2d(IntegerLayer):
+    """Integer-arithmetic ``Conv2d`` (any stride / padding / dilation / groups, optional bias)."""
+
+    def __init__(self, conv: nn.Conv2d, weight_bits: int = 32, headroom: int = 1) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"IntConv2d supports zero padding only, got padding_mode={conv.padding_mode!r}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.dilation, self.groups = conv.kernel_size, conv.stride, conv.dilation, conv.groups
+        self.padding = conv.padding
+        self._init_storage(conv.weight, conv.bias, weight_bits, headroom)
+
+    def _kw(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
+
+    def _fwd(self, vx: Tensor, vw: Tensor) -> Tensor:
+        terms = vw.shape[1] * vw.shape[2] * vw.shape[3]
+        dt = _exact_dtype(terms)
+        return F.conv2d(vx.to(dt), vw.to(dt), None, **self._kw())
+
+    def _bwd_input(self, shape: tuple[int, ...], vw: Tensor, vg: Tensor) -> Tensor:
+        terms = vw.shape[0] // max(1, self.groups) * vw.shape[2] * vw.shape[3]
+        dt = _exact_dtype(terms)
+        return torch.nn.grad.conv2d_input(shape, vw.to(dt), vg.to(dt), **self._kw())
+
+    def _bwd_weight(self, vx: Tensor, wshape: tuple[int, ...], vg: Tensor) -> Tensor:
+        return torch.nn.grad.conv2d_weight(vx, wshape, vg, **self._kw())
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, bias={self.bias is not None}, weight_bits={self.weight_bits}, "
+            f"scales={self.book.mode}"
+        )
+
+
+class IntLinear(IntegerLayer):
+    """Integer-arithmetic ``Linear`` (optional bias)."""
+
+    def __init__(self, linear: nn.Linear, weight_bits: int = 32, headroom: int = 1) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._init_storage(linear.weight, linear.bias, weight_bits, headroom)
+
+    def _fwd(self, vx: Tensor, vw: Tensor) -> Tensor:
+        dt = _exact_dtype(vw.shape[1])
+        return F.linear(vx.to(dt), vw.to(dt))
+
+    def _bwd_input(self, shape: tuple[int, ...], vw: Tensor, vg: Tensor) -> Tensor:
+        dt = _exact_dtype(vw.shape[0])
+        return (vg.to(dt) @ vw.to(dt)).reshape(shape)
+
+    def _bwd_weight(self, vx: Tensor, wshape: tuple[int, ...], vg: Tensor) -> Tensor:
+        return vg.reshape(-1, vg.shape[-1]).T @ vx.reshape(-1, vx.shape[-1])
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"weight_bits={self.weight_bits}, scales={self.book.mode}"
+        )
+
+
+class IntAdd(nn.Module):
+    """Integer residual add ``a + b``: both operands as int8 (Eq. 10/11), aligned to the finer scale
+    in a wide accumulator (exact), requantized to int8. The gradient of a sum is passed unchanged
+    to both operands (their consumers quantize it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = ScaleBook()
+        self.name = "IntAdd"
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return _IntAddFn.apply(a, b, self)
+
+
+class _IntAddFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, mod: IntAdd) -> Tensor:  # noqa: ARG004
+        with torch.autocast(a.device.type, enabled=False):
+            a, b = a.float(), b.float()
+            sa = mod.book.pick(f"{mod.name}.a", dynamic_scale(a))
+            sb = mod.book.pick(f"{mod.name}.b", dynamic_scale(b))
+            rnd = mod.book.rounding
+            va, vb = quantize(a, sa, 8, rnd).double(), quantize(b, sb, 8, rnd).double()
+            lo = min(sa, sb)
+            acc = saturate(shift_floor(va, sa - lo) + shift_floor(vb, sb - lo), 32)
+            exp = lo - 7
+            s = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
+            v, s = requantize(acc, exp, s, 8, rnd)
+            return dequantize(v, s)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, None]:
+        return g, g, None
+
+
+def eq15_update(layer: IntegerLayer, lr: float, frac_bits: int = 24) -> None:
+    """Integer SGD step on ``layer``'s stored weights from its last 32-bit weight gradient.
+
+    32-bit storage (Eq. 15): ``v^_scaled = Q32(DQ32(v^_g, s_g), s_θ)``;
+    ``v^_θ <- Q32(v^_θ - γ m v^_scaled, s_θ)``. 8-bit storage (Eq. 12/13, the "standard 8-bit"
+    network): the gradient is first requantized to int8 with its dynamic scale, then scaled to
+    ``s_θ`` and applied to the int8 weights. ``m`` is the gradient mask: only the kept rows
+    (``wgrad_keep``) are touched. The learning rate is a fixed-point integer ``round(γ 2^frac_bits)``
+    so the whole update is integer arithmetic (int64): ``floor((v 2^f - γ_q v_scaled) / 2^f)``.
+    """
+    gamma_q = round(lr * 2**frac_bits)
+    if gamma_q <= 0:
+        raise ValueError(f"learning rate {lr} is zero in {frac_bits}-bit fixed point; raise lr or frac_bits")
+
+    rnd = layer.book.rounding
+
+    def apply(v_store: Tensor, s_theta: int, acc: Tensor, exp: int, keep: Tensor | None) -> None:
+        bits = layer.weight_bits
+        acc = acc.round().long()  # exact: acc holds integers below 2^31
+        if bits == 32:
+            v_scaled = saturate(shift_round(acc, exp + 31 - s_theta, rnd), 32)
+        else:
+            v_g, s_g = requantize(acc, exp, None, 8, rnd)
+            v_scaled = saturate(shift_round(v_g, s_g - s_theta, rnd), 8)
+        rows = v_store.long() if keep is None else v_store.long().index_select(0, keep)
+        new = saturate(shift_round((rows << frac_bits) - gamma_q * v_scaled, -frac_bits, rnd), bits).to(v_store.dtype)
+        if keep is None:
+            v_store.copy_(new)
+        else:
+            v_store.index_copy_(0, keep, new)
+
+    if layer.wgrad is not None:
+        apply(layer.weight_v, layer.weight_scale, layer.wgrad, layer.wgrad_exp, layer.wgrad_keep)
+    if layer.bias_v is not None and layer.bgrad is not None:
+        apply(layer.bias_v, layer.bias_scale, layer.bgrad, layer.bgrad_exp, layer.wgrad_keep)
+    layer.wgrad = layer.bgrad = None
+    layer.sync_float_weight()
