@@ -102,6 +102,7 @@ class AutoresolutionPretext(PaperRecipeTask):
             rmsprop_eps, lr_decay, lr_decay_epochs, clip_grad_norm, ema_decay, channels_last,
             modules={"image_tower": image_tower, "patch_tower": patch_tower},
         )
+        self.hparams.lr = DEFAULT_LR[objective] if lr is None else lr  # saved explicitly
         self._heatmap_inputs: tuple[Tensor, Tensor, Tensor] | None = None
 
     image_tower: nn.Module
