@@ -17,8 +17,16 @@ from torch import nn
 from lr_lightning.data import CIFARDataModule
 from lr_lightning.data.pretext import PretextFolderDataModule
 from lr_lightning.degrade import Degradation
-from lr_lightning.methods.autoresolution import AutoresolutionClassifier, AutoresolutionPretext, tf_ema_avg_fn
-from lr_lightning.methods.autoresolution.targets import centre_targets, crop_batch, shifted_negatives
+from lr_lightning.methods.autoresolution import (
+    AutoresolutionClassifier,
+    AutoresolutionPretext,
+    tf_ema_avg_fn,
+)
+from lr_lightning.methods.autoresolution.targets import (
+    centre_targets,
+    crop_batch,
+    shifted_negatives,
+)
 from lr_lightning.nn.autoresolution import LRImageTower, PatchTower, count_convs
 from tests.conftest import REPO, write_images
 

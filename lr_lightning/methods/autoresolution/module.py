@@ -36,7 +36,12 @@ from torchmetrics.regression import MeanAbsoluteError
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import downsample
 from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask, RecipeOptimizer
-from lr_lightning.methods.autoresolution.targets import centre_targets, crop_batch, random_offsets, shifted_negatives
+from lr_lightning.methods.autoresolution.targets import (
+    centre_targets,
+    crop_batch,
+    random_offsets,
+    shifted_negatives,
+)
 from lr_lightning.nn.autoresolution import HEAD_PRESETS, AutoresolutionHead, Preset
 from lr_lightning.nn.weights import load_state_dict_file
 
@@ -219,8 +224,8 @@ class AutoresolutionPretext(PaperRecipeTask):
                 if hasattr(logger, "log_image"):  # e.g. WandbLogger
                     logger.log_image(key="val/heatmap", images=[str(path)], step=self.global_step)
                 elif hasattr(getattr(logger, "experiment", None), "add_figure"):  # TensorBoard
-                    from PIL import Image
                     import numpy as np
+                    from PIL import Image
 
                     img = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                     logger.experiment.add_image("val/heatmap", img, self.global_step)
