@@ -1,0 +1,107 @@
+"""Generic class-folder data sets (Food-101, ImageNet, fMoW-style, medical crops, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from lr_lightning.data.base import LRDataModule, seeded_split
+from lr_lightning.data.image_io import missing_root_error, read_image, scan_class_folders
+from lr_lightning.degrade import Degradation
+
+
+class FolderDataset(Dataset):
+    """Files + labels, decoded on access and transformed to a uint8 (3, S, S) tensor."""
+
+    def __init__(self, files: list[Path], labels: list[int], transform: v2.Transform) -> None:
+        self.files = files
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = self.transform(read_image(self.files[i]))
+        return {"hr": img, "label": torch.tensor(self.labels[i])}
+
+
+class ImageFolderDataModule(LRDataModule):
+    """Class folders ``root/<train_dir>/<class>/*`` resized to a square HR size.
+
+    Training images are resized (shorter side ``resize_size``), randomly cropped to ``hr_size``
+    and flipped; evaluation images are resized and centre-cropped. Images are decoded in the
+    workers, so set ``num_workers`` for large data sets.
+
+    Args:
+        train_dir / val_dir / test_dir: sub-folders of ``root``; ``val_dir=None`` holds out
+            ``val_fraction`` of ``train_dir`` (seeded); ``test_dir=None`` tests on the val split.
+        hr_size: side of the square HR image (must divide by the degradation factor).
+        resize_size: shorter side before cropping (default ``hr_size * 8 // 7``).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train_dir: str = "train",
+        val_dir: str | None = None,
+        test_dir: str | None = "test",
+        hr_size: int = 224,
+        resize_size: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        degradation: Degradation | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(root, batch_size, eval_batch_size, num_workers, degradation, seed, pin_memory)
+        self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
+        self.hr_size = hr_size
+        self.resize_size = resize_size or hr_size * 8 // 7
+        self.val_fraction = val_fraction
+        self.check_divisible((hr_size, hr_size), "hr_size")
+        self.classes: list[str] = []
+
+    def _transforms(self, train: bool) -> v2.Transform:
+        resize = v2.Resize(self.resize_size, antialias=True)
+        if train:
+            return v2.Compose([resize, v2.RandomCrop(self.hr_size), v2.RandomHorizontalFlip()])
+        return v2.Compose([resize, v2.CenterCrop(self.hr_size)])
+
+    def _scan(self, sub: str) -> tuple[list[Path], list[int]]:
+        folder = self.root / sub
+        if not folder.is_dir():
+            raise missing_root_error(folder, f"image folder {sub!r}")
+        files, labels, classes = scan_class_folders(folder)
+        if self.classes and classes != self.classes:
+            raise ValueError(f"class folders of {str(folder)!r} differ from those of {self.train_dir!r}")
+        self.classes = classes
+        return files, labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            files, labels = self._scan(self.train_dir)
+            if self.val_dir is None:
+                tr, va = seeded_split(len(files), self.val_fraction, self.seed)
+                val_files, val_labels = [files[i] for i in va], [labels[i] for i in va]
+                files, labels = [files[i] for i in tr], [labels[i] for i in tr]
+            else:
+                val_files, val_labels = self._scan(self.val_dir)
+            self.train_set = FolderDataset(files, labels, self._transforms(True))
+            self.val_set = FolderDataset(val_files, val_labels, self._transforms(False))
+        if stage in (None, "test", "predict") and self.test_set is None:
+            if self.test_dir is None:
+                self.test_set = self.val_set
+            else:
+                files, labels = self._scan(self.test_dir)
+                self.test_set = FolderDataset(files, labels, self._transforms(False))
