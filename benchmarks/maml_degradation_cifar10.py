@@ -83,10 +83,13 @@ class StepTimer(Callback):
         self.times.append(time.perf_counter() - self.t)
 
 
+ACCELERATOR = "cpu"
+
+
 def trainer(run: str, max_steps: int, root: Path, val_every: int | None = None, val_batches: int = 0,
             callbacks: list[Callback] | None = None, log_every: int = 10) -> Trainer:
     return Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator="cpu", devices=1, precision="32-true",
+        max_steps=max_steps, max_epochs=-1, accelerator=ACCELERATOR, devices=1, precision="32-true",
         logger=CSVLogger(root, name=run, version=0), enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, val_check_interval=val_every, check_val_every_n_epoch=None if val_every else 1,
         limit_val_batches=val_batches, num_sanity_val_steps=0, log_every_n_steps=log_every,
@@ -196,7 +199,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="small")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the training runs (the "
+                    "timing and the adaptation protocol run on the CPU after training)")
     args = ap.parse_args()
+    global ACCELERATOR
+    ACCELERATOR = args.accelerator
     prof = PROFILES[args.profile]
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
