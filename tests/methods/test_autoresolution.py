@@ -237,6 +237,11 @@ def test_evaluation_uses_the_ema_weights(tiny_cifar: Path, tmp_path: Path) -> No
             Recorder.seen_in_val.append(self.classifier[1].weight.detach().clone())
             return super().validation_step(batch, batch_idx)
 
+        def test_step(self, batch, batch_idx):
+            if batch_idx == 0:
+                Recorder.seen_in_val.append(self.classifier[1].weight.detach().clone())
+            return super().test_step(batch, batch_idx)
+
     model = Recorder(LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=decay, channels_last=False, lr=0.05)
     t = trainer(tmp_path, 4, limit_train_batches=4, logger=True)
     t.fit(model, datamodule=cifar(tiny_cifar))
@@ -252,6 +257,14 @@ def test_evaluation_uses_the_ema_weights(tiny_cifar: Path, tmp_path: Path) -> No
     torch.testing.assert_close(model.classifier[1].weight.detach(), ema)
     ckpt = torch.load(t.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
     torch.testing.assert_close(ckpt["state_dict"]["classifier.1.weight"], ema)
+    # evaluating a checkpoint with the same trainer (as the benchmark does) uses its average too
+    with torch.no_grad():
+        model.classifier[1].weight.add_(1.0)  # whatever the module holds is replaced by the checkpoint
+    t.test(model, datamodule=cifar(tiny_cifar), ckpt_path=t.checkpoint_callback.last_model_path, verbose=False)
+    t.validate(model, datamodule=cifar(tiny_cifar), ckpt_path=t.checkpoint_callback.last_model_path, verbose=False)
+    assert len(Recorder.seen_in_val) == 3
+    torch.testing.assert_close(Recorder.seen_in_val[1], ema)
+    torch.testing.assert_close(Recorder.seen_in_val[2], ema)
 
 
 # -- transfer protocol ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@
 * Evaluation with a running average of the parameters: Lightning's ``WeightAveraging`` callback
   (``torch.optim.swa_utils.AveragedModel``) with TensorFlow's ``ExponentialMovingAverage``
   decay schedule ``min(decay, (1 + n) / (10 + n))``; validation, the saved checkpoints (so the
-  best checkpoint and ``test``) and the weights after ``fit`` are the averaged ones.
+  best checkpoint and ``validate`` / ``test`` from it) and the weights after ``fit`` are the
+  averaged ones (:class:`EvaluationEMA`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from timm.optim import RMSpropTF
 from torch import Tensor
 
@@ -42,6 +45,34 @@ def tf_ema_avg_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor | int], Tens
         return averaged * d + current.to(averaged.dtype) * (1.0 - d)
 
     return avg_fn
+
+
+class EvaluationEMA(WeightAveraging):
+    """``WeightAveraging`` whose averaged weights are also what ``validate`` / ``test`` /
+    ``predict`` with a checkpoint evaluate.
+
+    During ``fit`` it behaves like the parent (swap in the average for validation, save the
+    average as the checkpoint's ``state_dict``). Outside ``fit`` the parent would reload the raw
+    weights (``current_model_state``) and, for ``validate``, swap in the average of the *end of
+    fit* rather than the checkpoint's; here the module simply keeps the checkpoint's
+    ``state_dict``, i.e. the average saved with that checkpoint.
+    """
+
+    @staticmethod
+    def _fitting(trainer: Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._fitting(trainer):
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._fitting(trainer):
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._fitting(trainer):
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class PaperRecipeTask(BaseTask):
@@ -103,5 +134,5 @@ class PaperRecipeTask(BaseTask):
     def configure_callbacks(self) -> list[Callback]:
         callbacks = super().configure_callbacks()
         if self.hparams.ema_decay is not None:
-            callbacks.append(WeightAveraging(avg_fn=tf_ema_avg_fn(self.hparams.ema_decay)))
+            callbacks.append(EvaluationEMA(avg_fn=tf_ema_avg_fn(self.hparams.ema_decay)))
         return callbacks
