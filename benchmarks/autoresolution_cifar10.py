@@ -133,7 +133,9 @@ def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | Non
         *profile_args(args, "transfer"),
     ]
     if labels < 1.0:
-        extra.append(f"--data.init_args.train_subset={int(round(labels * 18000))}")
+        dm = CIFARDataModule()
+        n_train = len(dm.load_split("train")[1]) - int(round(len(dm.load_split("train")[1]) * dm.val_fraction))
+        extra.append(f"--data.init_args.train_subset={int(round(labels * n_train))}")
     t0 = time.perf_counter()
     cli = main(["fit", "--config", str(CFG / "transfer_cifar10.yaml"), *common_args(args, name, steps), *extra])
     fit_s = time.perf_counter() - t0
