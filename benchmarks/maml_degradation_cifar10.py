@@ -61,8 +61,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # oracle epochs; sr_epochs / hrcnn_epochs: the SR scheme's two stages.
     "smoke": dict(meta_steps=6, outer_lr=1e-3, cls_epochs=0.02, sr_epochs=0.02, hrcnn_epochs=0.02, val_every=3,
                   val_batches=2, support_seeds=1, test_limit=500, timing_steps=4, ks=[16, 32], ns=[5, 10]),
-    "small": dict(meta_steps=500, outer_lr=1e-3, cls_epochs=2, sr_epochs=1, hrcnn_epochs=2, val_every=50,
-                  val_batches=20, support_seeds=3, test_limit=None, timing_steps=12, ks=[16, 32, 64, 128],
+    "small": dict(meta_steps=400, outer_lr=1e-3, cls_epochs=1.5, sr_epochs=1, hrcnn_epochs=1.5, val_every=50,
+                  val_batches=20, support_seeds=3, test_limit=None, timing_steps=16, ks=[16, 32, 64, 128],
                   ns=[5, 10, 20]),
     "paper": dict(meta_steps=11 * 281, outer_lr=1e-4, cls_epochs=11, sr_epochs=20, hrcnn_epochs=11, val_every=281,
                   val_batches=100, support_seeds=5, test_limit=None, timing_steps=20, ks=[16, 32, 64, 128],
@@ -111,8 +111,8 @@ def classifier(net: nn.Module, lr: float = 1e-3, normalize: bool = True) -> Imag
                            channels_last=False, **kw)
 
 
-def plain_l2l_step_ms(hr: torch.Tensor, y: torch.Tensor, first_order: bool, steps: int) -> list[float]:
-    """Median ms of one meta-step written directly with learn2learn (same maths as the module)."""
+def plain_l2l_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
+    """One meta-step written directly with learn2learn (same maths as the module), as a closure."""
     import learn2learn as l2l
 
     from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
@@ -138,22 +138,11 @@ def plain_l2l_step_ms(hr: torch.Tensor, y: torch.Tensor, first_order: bool, step
         torch.stack(losses).mean().backward()
         opt.step()
 
-    return _times(step, steps)
+    return step
 
 
-def _times(fn: Any, steps: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        out.append(1000 * (time.perf_counter() - t))
-    return out
-
-
-def core_step_ms(hr: torch.Tensor, y: torch.Tensor, first_order: bool, steps: int) -> list[float]:
-    """Median ms of the module's meta_loss + backward + Adam step, called without Lightning."""
+def core_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
+    """The module's meta_loss + backward + Adam step, called without Lightning, as a closure."""
     m = maml_module("maml", first_order, 1e-3)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
@@ -162,16 +151,39 @@ def core_step_ms(hr: torch.Tensor, y: torch.Tensor, first_order: bool, steps: in
         m.meta_loss(hr, y)[0].backward()
         opt.step()
 
-    return _times(step, steps)
+    return step
 
 
-def lightning_step_ms(dm: CIFARDataModule, first_order: bool, steps: int, root: Path) -> list[float]:
-    timer = StepTimer()
+class InterleavedTimer(Callback):
+    """Times every Lightning training step and, right after it, one step of each reference loop,
+    so all three are measured under the same (shared, drifting) machine load."""
+
+    def __init__(self, others: dict[str, Any]) -> None:
+        self.others = others
+        self.times: dict[str, list[float]] = {"lightning_module": [], **{k: [] for k in others}}
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.t = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times["lightning_module"].append(1000 * (time.perf_counter() - self.t))
+        for k, fn in self.others.items():
+            t = time.perf_counter()
+            fn()
+            self.times[k].append(1000 * (time.perf_counter() - t))
+
+
+def meta_step_times(dm: CIFARDataModule, hr: torch.Tensor, y: torch.Tensor, first_order: bool, steps: int,
+                    root: Path) -> dict[str, float]:
+    """Median ms per meta-step: Lightning module (fit loop), module core, plain learn2learn."""
+    others = {"module_core_no_lightning": core_step(hr, y, first_order),
+              "plain_learn2learn": plain_l2l_step(hr, y, first_order)}
+    timer = InterleavedTimer(others)
     dm.batch_size, dm.degradation = 64, None
-    t = trainer(f"timing_{'fo' if first_order else 'so'}", steps + 2, root, callbacks=[timer], log_every=1)
+    t = trainer(f"timing_{'fo' if first_order else 'so'}", steps + 2, root, callbacks=[timer], log_every=50)
     t.limit_val_batches = 0
     t.fit(maml_module("maml", first_order, 1e-3), dm)
-    return [1000 * x for x in timer.times[2:]]
+    return {k: statistics.median(v[2:]) for k, v in timer.times.items()}
 
 
 def macs_and_latency(model: nn.Module, lr_size: int) -> tuple[int, float]:
@@ -230,12 +242,7 @@ def main() -> None:
     timing = {}
     for fo in (False, True):
         key = "first_order" if fo else "second_order"
-        samples: dict[str, list[float]] = {"lightning_module": [], "module_core_no_lightning": [], "plain_learn2learn": []}
-        for _ in range(2):  # two interleaved rounds, median over all steps (a shared machine drifts)
-            samples["plain_learn2learn"] += plain_l2l_step_ms(hr, yb, fo, n_t // 2)
-            samples["lightning_module"] += lightning_step_ms(dm, fo, n_t // 2, runs)
-            samples["module_core_no_lightning"] += core_step_ms(hr, yb, fo, n_t // 2)
-        timing[key] = {k: statistics.median(v) for k, v in samples.items()}
+        timing[key] = meta_step_times(dm, hr, yb, fo, n_t, runs)
         log(f"meta-step {key}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timing[key].items()))
     so, fo_t = timing["second_order"], timing["first_order"]
     meta_step_ms = {"ours": so["lightning_module"], "plain_loop": so["plain_learn2learn"]}
