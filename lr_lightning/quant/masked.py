@@ -1,10 +1,12 @@
 """Float ``Conv2d`` / ``Linear`` whose backward computes only the kept gradient filters (paper E, Eq. 6).
 
 With ``grad_keep`` (indices of kept output channels) set, the weight gradient is computed for the
-kept filters only (a sliced ``convolution_backward``), not computed-then-zeroed; masked filters
-get a zero gradient. ``propagate="pruned"`` also computes the activation gradient from the kept
-channels only, for the kept channels of the previous layer (``grad_in_keep``), as in the cost
-model of Eq. 9; ``propagate="full"`` keeps the exact activation gradient.
+kept filters only (a sliced native ``convolution_backward``), not computed-then-zeroed; masked
+filters get a zero gradient. ``propagate="pruned"`` also computes the activation gradient from the
+kept channels only (in the same fused call), as in the cost model of Eq. 9; unlike the integer
+layers, the float layer does not restrict it to the previous layer's kept channels
+(``grad_in_keep``), because a second, narrower call costs more than the fused one saves.
+``propagate="full"`` keeps the exact activation gradient.
 These are drop-in subclasses (same parameters and state dict as ``nn.Conv2d`` / ``nn.Linear``).
 """
 
@@ -50,33 +52,28 @@ class _MaskedConvFn(torch.autograd.Function):
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         x, w = ctx.saved_tensors
         mod: GradMaskedConv2d = ctx.mod
-        kw = {"stride": mod.stride, "padding": mod.padding, "dilation": mod.dilation, "groups": mod.groups}
-        keep = mod.grad_keep
-        g_k = g if keep is None else g.index_select(1, keep)
-        w_k = w if keep is None else w.index_select(0, keep)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            keep_in = mod.grad_in_keep if mod.propagate == "pruned" else None
-            g_in, w_in = (g, w) if mod.propagate == "full" else (g_k, w_k)
-            shape = tuple(x.shape)
-            if keep_in is not None:
-                w_in = w_in.index_select(1, keep_in)
-                shape = (shape[0], len(keep_in), *shape[2:])
-            gx = torch.nn.grad.conv2d_input(shape, w_in, g_in, **kw)
-            if keep_in is not None:
-                full = gx.new_zeros(x.shape)
-                full.index_copy_(1, keep_in, gx)
-                gx = full
-        if ctx.needs_input_grad[1]:
-            if keep is None:
-                gw = torch.nn.grad.conv2d_weight(x, w.shape, g, **kw)
-            else:
-                gw = w.new_zeros(w.shape)
-                if len(keep):
-                    gw.index_copy_(0, keep, torch.nn.grad.conv2d_weight(x, tuple(w_k.shape), g_k, **kw))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        conv_bwd = torch.ops.aten.convolution_backward
+        geo = (list(mod.stride), list(mod.padding), list(mod.dilation), False, [0, 0], mod.groups)
+        keep, need_x, need_b = mod.grad_keep, ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[2]
+        if keep is None:  # no mask: one fused native backward
+            gx, gw, gb = conv_bwd(g, x, w, [w.shape[0]] if need_b else None, *geo, [need_x, True, need_b])
+            return gx, gw, gb, None
+        g_k, w_k = g.index_select(1, keep), w.index_select(0, keep)
+        bias_k = [len(keep)] if need_b else None
+        if mod.propagate == "pruned":
+            # one fused call on the kept channels only: weight gradient of the kept filters and the
+            # activation gradient propagated through them (Eq. 9; the fused kernel computes it for
+            # all input channels, the previous layer then slices its own kept ones)
+            gx, gw_k, gb_k = conv_bwd(g_k, x, w_k, bias_k, *geo, [need_x, True, need_b])
+        else:
+            gx = conv_bwd(g, x, w, None, *geo, [True, False, False])[0] if need_x else None
+            _, gw_k, gb_k = conv_bwd(g_k, x, w_k, bias_k, *geo, [False, True, need_b])
+        gw = w.new_zeros(w.shape)
+        gw.index_copy_(0, keep, gw_k)
+        gb = None
+        if need_b:
             gb = g.new_zeros(g.shape[1])
-            gb.index_copy_(0, keep, g_k.sum((0, 2, 3))) if keep is not None else gb.copy_(g.sum((0, 2, 3)))
+            gb.index_copy_(0, keep, gb_k)
         return gx, gw, gb, None
 
 
