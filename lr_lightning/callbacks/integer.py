@@ -73,6 +73,13 @@ class IntegerTrainingCallback(Callback):
                 f"IntegerTrainingCallback needs trainer.precision='32-true' (got {precision!r}): mixed precision "
                 "would round the integer values carried between layers"
             )
+        if trainer.world_size > 1:
+            raise NotImplementedError(
+                "IntegerTrainingCallback keeps 32-bit weight gradients outside autograd and does not all-reduce "
+                "them: multi-process (DDP) integer training is not supported"
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise NotImplementedError("IntegerTrainingCallback updates after every backward: accumulate_grad_batches must be 1")
         net = self.net(pl_module)
         if integer_layers(net):
             return  # already converted (second setup call)

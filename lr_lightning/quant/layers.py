@@ -95,11 +95,12 @@ class IntegerLayer(nn.Module):
         self.bias = bias
         store = torch.int32 if weight_bits == 32 else torch.int8
         s_w = dynamic_scale(weight.data) + headroom
-        self.weight_scale = s_w
+        # scales are buffers too, so a checkpoint restores values and scales together
+        self.register_buffer("weight_s", torch.tensor(s_w, dtype=torch.int64))
         self.register_buffer("weight_v", quantize(weight.data.double(), s_w, weight_bits).to(store))
         if bias is not None:
             s_b = dynamic_scale(bias.data) + headroom
-            self.bias_scale = s_b
+            self.register_buffer("bias_s", torch.tensor(s_b, dtype=torch.int64))
             self.register_buffer("bias_v", quantize(bias.data.double(), s_b, weight_bits).to(store))
         else:
             self.bias_v = None
@@ -118,6 +119,28 @@ class IntegerLayer(nn.Module):
         self.sync_float_weight()
 
     # -- weights ------------------------------------------------------------------------------
+    @property
+    def weight_scale(self) -> int:
+        """``s_θ`` of the stored weight (Eq. 14)."""
+        return int(self.weight_s)
+
+    @weight_scale.setter
+    def weight_scale(self, s: int) -> None:
+        self.weight_s.fill_(s)
+        self._w8 = None
+
+    @property
+    def bias_scale(self) -> int:
+        return int(self.bias_s)
+
+    @bias_scale.setter
+    def bias_scale(self, s: int) -> None:
+        self.bias_s.fill_(s)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._w8 = None  # new stored weights: rebuild the 8-bit copy
+
     def weight_int8(self) -> tuple[Tensor, int]:
         """The 8-bit copy of the stored weight used by forward/backward (Eq. 14 -> Eq. 10 with the
         weight's own dynamic scale); float32 tensor of int8 values and its scale."""

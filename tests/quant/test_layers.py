@@ -218,3 +218,16 @@ def test_integer_zssr8_tracks_float_model(rounding: str) -> None:
         # input (measured: cosine ~0.0 for layer 1, ~0.9 for the last two layers)
         assert min(cos[-2:]) > 0.8, cos
         assert cos[0] < 0.5, cos  # documents the floor effect (docs/integer_training.md)
+
+
+def test_state_dict_restores_integer_weights_and_scales() -> None:
+    torch.manual_seed(0)
+    a = convert_to_integer(ZSSR8(2, width=8))
+    with torch.no_grad():
+        layer = integer_layers(a)[0]
+        layer.weight_scale = layer.weight_scale + 2  # a different scale than a fresh conversion gives
+    b = convert_to_integer(ZSSR8(2, width=8))
+    x = torch.rand(1, 3, 8, 8)
+    b.load_state_dict(a.state_dict())
+    assert integer_layers(b)[0].weight_scale == integer_layers(a)[0].weight_scale
+    assert torch.equal(a(x), b(x))
