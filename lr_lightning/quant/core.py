@@ -38,6 +38,14 @@ def int_bounds(bits: int) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
+def abs_max(x: Tensor) -> float:
+    """``max|x|`` in one pass (``aminmax``, no ``abs`` temporary); 0 for an empty tensor."""
+    if x.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(x.detach())
+    return max(-float(lo), float(hi))
+
+
 def saturate(v: Tensor, bits: int) -> Tensor:
     """Clamp integer values to the signed ``bits`` range (explicit saturation)."""
     lo, hi = int_bounds(bits)
@@ -58,7 +66,7 @@ ZERO_SCALE = 0
 
 def dynamic_scale(x: Tensor) -> int:
     """Eq. 11: ``s = ceil(log2(max|X|))`` (``ZERO_SCALE`` for an all-zero tensor)."""
-    m = float(x.detach().abs().max()) if x.numel() else 0.0
+    m = abs_max(x)
     return ceil_log2(m) if m > 0 else ZERO_SCALE
 
 
@@ -79,7 +87,8 @@ def quantize(x: Tensor, s: int, bits: int = 8, rounding: Rounding = "floor") -> 
     """
     if rounding == "nearest":
         return saturate(torch.floor(x.double() * pow2(bits - 1 - s) + 0.5), bits).to(x.dtype)
-    return saturate(torch.floor(x * pow2(bits - 1 - s)), bits)
+    lo, hi = int_bounds(bits)
+    return (x * pow2(bits - 1 - s)).floor_().clamp_(lo, hi)  # one new tensor, in-place floor/clamp
 
 
 def dequantize(v: Tensor, s: int, bits: int = 8, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -91,7 +100,7 @@ def shift_floor(v: Tensor, k: int) -> Tensor:
     """``floor(v * 2^k)`` for integer-valued ``v`` (left shift for ``k >= 0``, arithmetic right shift
     otherwise). Works on float tensors holding integers (exact) and on int64 tensors."""
     if v.dtype.is_floating_point:
-        return torch.floor(v * pow2(k)) if k < 0 else v * pow2(k)
+        return (v * pow2(k)).floor_() if k < 0 else v * pow2(k)
     if k >= 0:
         # clamp first so the shift cannot overflow int64; results beyond int32 saturate anyway
         lim = 2 ** max(0, 62 - k)
@@ -115,9 +124,10 @@ def requantize(
     ``s=None`` picks the dynamic scale (Eq. 11) from ``max|acc|`` with integer arithmetic only.
     """
     if s is None:
-        m = float(acc.detach().abs().max()) if acc.numel() else 0.0
+        m = abs_max(acc)
         s = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
-    return saturate(shift_round(acc, exp + (bits - 1) - s, rounding), bits), s
+    lo, hi = int_bounds(bits)
+    return shift_round(acc, exp + (bits - 1) - s, rounding).clamp_(lo, hi), s  # fresh tensor: in place
 
 
 @dataclass

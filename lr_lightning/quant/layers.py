@@ -35,6 +35,7 @@ from lr_lightning.quant.core import (
     FP32_EXACT_TERMS,
     Rounding,
     ZERO_SCALE,
+    abs_max,
     ceil_log2,
     dequantize,
     dynamic_scale,
@@ -69,7 +70,7 @@ class ScaleBook:
 
 def _acc_scale(acc: Tensor, exp: int, book: ScaleBook, key: str) -> int:
     """Scale for requantizing ``acc * 2^exp``: dynamic (Eq. 11 on the real values) or static."""
-    m = float(acc.detach().abs().max()) if acc.numel() else 0.0
+    m = abs_max(acc)
     dyn = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
     return book.pick(key, dyn)
 
@@ -209,8 +210,10 @@ class _IntLayerFn(torch.autograd.Function):
             b = mod.bias_acc(exp)
             if b is not None:
                 shape = [1, -1] + [1] * (acc.ndim - 2)
-                acc = acc.double() + b.view(shape)
-            acc = saturate(acc, 32)
+                acc = saturate(acc.double() + b.view(shape), 32)
+            elif acc.dtype != torch.float32:
+                acc = saturate(acc, 32)
+            # (float32 path: |acc| <= K 2^14 <= 2^24 < 2^31, the int32 clamp would be a no-op)
             sy = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
             vy, sy = requantize(acc, exp, sy, 8, rnd)
             out = dequantize(vy, sy)
@@ -242,7 +245,9 @@ class _IntLayerFn(torch.autograd.Function):
                 if keep_in is not None:
                     vw_in = vw_in.index_select(1, keep_in)
                     shape = (shape[0], len(keep_in), *shape[2:])
-                acc = saturate(mod._bwd_input(shape, vw_in, vg_in), 32)
+                acc = mod._bwd_input(shape, vw_in, vg_in)
+                if acc.dtype != torch.float32:  # float32 path: |acc| <= 2^24, clamp is a no-op
+                    acc = saturate(acc, 32)
                 exp = sg + sw - 14
                 s = _acc_scale(acc, exp, mod.book, f"{mod.name}.gx")
                 v, s = requantize(acc, exp, s, 8, rnd)
