@@ -243,8 +243,8 @@ class MAMLDegradationClassifier(BaseTask):
             xs, xq = self.val_deg(s), self.val_deg(q)
             res = adapt_classifier(self, xs, sy, self.hparams.inner_steps, self.hparams.inner_lr, self.hparams.bn)
             with torch.no_grad(), batch_norm_uses_batch_stats(self, enabled=self.hparams.bn == "transductive"):
-                before = self._transductive(None, None, xq)
-                after = self._transductive(res.params, res.buffers, xq)
+                before = self._forward_with(None, None, xq)
+                after = self._forward_with(res.params, res.buffers, xq)
         bs = qy.shape[0]
         self.log("val/loss_before", F.cross_entropy(before, qy), batch_size=bs, sync_dist=True)
         self.log("val/acc_before", (before.argmax(-1) == qy).float().mean(), batch_size=bs, sync_dist=True)
@@ -253,7 +253,7 @@ class MAMLDegradationClassifier(BaseTask):
         self.val_metrics.update(after, qy)
         self.log_dict(self.val_metrics, batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
 
-    def _transductive(self, params: dict[str, Tensor] | None, buffers: dict[str, Tensor] | None, x: Tensor) -> Tensor:
+    def _forward_with(self, params: dict[str, Tensor] | None, buffers: dict[str, Tensor] | None, x: Tensor) -> Tensor:
         """Forward with ``params`` on a copy of the buffers (never touches the module's own)."""
         bufs = {n: b.clone() for n, b in (buffers or dict(self.named_buffers())).items()}
         return functional_forward(self, params or {}, bufs)(x)
@@ -278,14 +278,14 @@ class MAMLDegradationClassifier(BaseTask):
         bs = y.shape[0]
         eval_bn = self.hparams.bn == "transductive"
         with batch_norm_uses_batch_stats(self, enabled=eval_bn):
-            logits = self._transductive(None, None, self.val_deg(hr))
+            logits = self._forward_with(None, None, self.val_deg(hr))
             self.test_metrics.update(logits, y)
             self.log_dict(self.test_metrics, batch_size=bs, on_step=False, on_epoch=True)
             for i, (deg, res) in enumerate(zip(self.targets, self._adapted)):
                 x = deg(hr)
                 for when, params, bufs in (("before", None, None), ("after", res.params, res.buffers)):
                     metric = self.target_metrics[f"{when}_{i}"]
-                    metric.update(self._transductive(params, bufs, x), y)
+                    metric.update(self._forward_with(params, bufs, x), y)
                     self.log(f"test/acc_{when}/{deg.name}", metric, batch_size=bs, on_step=False, on_epoch=True)
 
     # -- checkpointing of the task sampler -------------------------------------------------------
