@@ -1,6 +1,6 @@
 """Autoresolution networks (paper D) on CIFAR-10: pretext quality and transfer to LR classification.
 
-    python benchmarks/autoresolution_cifar10.py                  # small profile, ~25 min on 2 cores
+    python benchmarks/autoresolution_cifar10.py                  # small profile, <= 25 min on 2 cores
     python benchmarks/autoresolution_cifar10.py --profile paper  # paper sizes (GPU; not run here)
     python benchmarks/autoresolution_cifar10.py --pretext-steps 20 --transfer-steps 20 \\
         --low-label-steps 20 --head-only-steps 5 --val-every 10          # smoke run
@@ -122,13 +122,14 @@ def pretext(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     return out
 
 
-def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | None) -> dict[str, Any]:
+def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | None, lr: float | None = None) -> dict[str, Any]:
     steps = args.transfer_steps if labels == 1.0 else args.low_label_steps
-    name = f"transfer_{init}_{int(labels * 100)}pct"
+    lr = PAPER_LR[init] if lr is None else lr
+    name = f"transfer_{init}_{int(labels * 100)}pct" + ("" if lr == PAPER_LR[init] else f"_lr{lr:g}")
     extra = [
         f"--model.init_args.pretrained={ckpt}" if ckpt else "--model.init_args.pretrained=null",
         f"--model.init_args.head_only_steps={args.head_only_steps if ckpt else 0}",
-        f"--model.init_args.lr={PAPER_LR[init]}",
+        f"--model.init_args.lr={lr}",
         f"--data.init_args.eval_batch_size={args.eval_batch}",
         *profile_args(args, "transfer"),
     ]
@@ -145,7 +146,7 @@ def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | Non
     curve = [(s, round(100 * (1 - a), 2)) for s, a in read_curve(trainer.log_dir, "val/acc")]
     best_val_err = min(e for _, e in curve)
     print(f"[{name}] test error {err:.2f} % (best val error {best_val_err:.2f} %), {fit_s:.0f} s", flush=True)
-    return {"init": init, "labels": labels, "test_error": err, "best_val_error": best_val_err, "lr": PAPER_LR[init],
+    return {"init": init, "labels": labels, "test_error": err, "best_val_error": best_val_err, "lr": str(lr),
             "steps": steps, "head_only_steps": args.head_only_steps if ckpt else 0, "train_s": round(fit_s, 1),
             "val_error_curve": curve, "log_dir": os.path.relpath(trainer.log_dir, REPO)}
 
@@ -163,11 +164,13 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         for r in rows:
             if r["labels"] == frac:
                 s, e = zip(*r["val_error_curve"], strict=True)
-                ax.plot(s, e, label=f"{r['init']} (test {r['test_error']:.1f}%)", color=colours[r["init"]])
+                control = r["lr"] != str(PAPER_LR[r["init"]])
+                label = f"{r['init']}{' lr ' + r['lr'] if control else ''} (test {r['test_error']:.1f}%)"
+                ax.plot(s, e, label=label, color=colours[r["init"]], ls="--" if control else "-")
                 if r["head_only_steps"]:
                     ax.axvline(r["head_only_steps"], color="k", ls=":", lw=0.8)
         ax.set_title(f"CIFAR-10 LR validation error, {int(frac * 100)}% labels")
-        ax.set_xlabel("step (dotted: end of head-only phase)")
+        ax.set_xlabel("step (dotted: end of head-only phase; dashed: lr of the baseline)")
         ax.set_ylabel("validation error (%)")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -186,10 +189,12 @@ def main_bench() -> None:
     parser.add_argument("--head-only-steps", type=int, default=None, help="softmax-only steps before fine-tuning")
     parser.add_argument("--val-every", type=int, default=None, help="validate every n steps")
     parser.add_argument("--eval-batch", type=int, default=256)
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the control rows (pretrained inits fine-tuned with the baseline's lr 0.01)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / "autoresolution_cifar10"))
     args = parser.parse_args()
     # small: budgets for <= 25 min on 2 shared CPU cores; paper: Sec. 3.3's 10K head-only steps
-    defaults = {"small": dict(pretext_steps=500, pretext_val_batches=2, transfer_steps=1000, low_label_steps=500, head_only_steps=150, val_every=100),
+    defaults = {"small": dict(pretext_steps=800, pretext_val_batches=2, transfer_steps=2000, low_label_steps=1200, head_only_steps=300, val_every=100),
                 "paper": dict(pretext_steps=100_000, pretext_val_batches=16, transfer_steps=60_000, low_label_steps=20_000, head_only_steps=10_000, val_every=1000)}
     for k, v in defaults[args.profile].items():
         if getattr(args, k) is None:
@@ -207,16 +212,23 @@ def main_bench() -> None:
     for labels in (1.0, 0.1):
         for init, ckpt in (("random", None), ("regression", reg["checkpoint"]), ("classification", cls["checkpoint"])):
             rows.append(transfer(args, init, labels, ckpt))
+    controls = []
+    if not args.no_controls:  # separates the effect of the initialisation from that of the paper's lower lr
+        for labels in (1.0, 0.1):
+            for init, ckpt in (("regression", reg["checkpoint"]), ("classification", cls["checkpoint"])):
+                controls.append(transfer(args, init, labels, ckpt, lr=PAPER_LR["random"]))
     wall = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "autoresolution_cifar10.png"
-    plot_curves(rows, png)
+    plot_curves(rows + controls, png)
     pre = {"cls_acc": cls["val_acc"], "cls_chance": 50.0, "reg_mae": reg["val_mae"], "reg_mae_mean_predictor": reg["val_mae_centre_predictor"],
            "split": "validation split of the pretext data (small: held-out 10% of CIFAR-10 train, fixed crops)",
            "classification": {k: v for k, v in cls.items() if k != "checkpoint"},
            "regression": {k: v for k, v in reg.items() if k != "checkpoint"}}
-    table_rows = [{k: r[k] for k in ("init", "labels", "test_error", "best_val_error", "lr", "steps", "head_only_steps", "train_s")} for r in rows]
-    for r in table_rows:
+    keys = ("init", "labels", "test_error", "best_val_error", "lr", "steps", "head_only_steps", "train_s")
+    table_rows = [{k: r[k] for k in keys} for r in rows]
+    control_rows = [{k: r[k] for k in keys} for r in controls]
+    for r in table_rows + control_rows:
         base = next(b for b in table_rows if b["labels"] == r["labels"] and b["init"] == "random")
         r["delta_vs_random"] = round(r["test_error"] - base["test_error"], 2)
     md = f"Profile `{args.profile}`.\n\n## Pretext (validation split)\n\n"
@@ -226,13 +238,17 @@ def main_bench() -> None:
     ], ["objective", "metric", "value", "chance", "grid", "steps", "train_s"])
     md += "\n## Transfer: CIFAR-10 LR test error (%), best validation checkpoint (EMA weights)\n\n"
     md += markdown_table(table_rows, ["init", "labels", "test_error", "delta_vs_random", "best_val_error", "lr", "steps", "head_only_steps", "train_s"])
+    if control_rows:
+        md += "\n### Control: pretrained inits fine-tuned with the baseline's lr (0.01)\n\n"
+        md += markdown_table(control_rows, ["init", "labels", "test_error", "delta_vs_random", "best_val_error", "lr", "steps", "head_only_steps", "train_s"])
     md += "\nPaper Table 1 (full labels, 40-layer tower, 100M-image pretext, 32x32 CIFAR): random 9.09, regression 6.94, classification 6.60.\n"
     md += f"\n![validation error curves]({png.name})\n"
-    payload = {"profile": args.profile, "pretext": pre, "rows": table_rows, "curves": {f"{r['init']}_{r['labels']}": r["val_error_curve"] for r in rows},
+    payload = {"profile": args.profile, "pretext": pre, "rows": table_rows, "controls_same_lr": control_rows,
+               "curves": {f"{r['init']}_{r['labels']}_lr{r['lr']}": r["val_error_curve"] for r in rows + controls},
                "settings": {**{k: getattr(args, k) for k in defaults[args.profile]}, "batch_size": 32,
                             "data": "CIFAR-10 offline copy (JPEG-decoded PNGs): 18k train / 2k val (seeded split of 20k train) / 10k test",
                             "splits": "pretext: train split without labels (val split for scoring); transfer: train (or 10% of it) / val for selection / test once"},
-               "log_dirs": {f"{r['init']}_{r['labels']}": r["log_dir"] for r in rows}}
+               "log_dirs": {f"{r['init']}_{r['labels']}_lr{r['lr']}": r["log_dir"] for r in rows + controls}}
     json_path, md_path = write_results("autoresolution_cifar10", payload, md, wall)
     print(md)
     print(f"wrote {json_path}, {md_path} and {png}")
