@@ -22,6 +22,7 @@ from lr_lightning.methods.autoresolution import (
     AutoresolutionPretext,
     tf_ema_avg_fn,
 )
+from lr_lightning.methods.autoresolution.recipe import EvaluationEMA
 from lr_lightning.methods.autoresolution.targets import (
     centre_targets,
     crop_batch,
@@ -265,6 +266,28 @@ def test_evaluation_uses_the_ema_weights(tiny_cifar: Path, tmp_path: Path) -> No
     assert len(Recorder.seen_in_val) == 3
     torch.testing.assert_close(Recorder.seen_in_val[1], ema)
     torch.testing.assert_close(Recorder.seen_in_val[2], ema)
+
+
+@pytest.mark.parametrize("callback_cls", [EvaluationEMA, WeightAveraging])
+def test_trainer_level_ema_callback_evaluates_checkpoint_average(callback_cls, tiny_cifar: Path, tmp_path: Path) -> None:
+    """A callback instance that outlives fit: EvaluationEMA tests the checkpoint's average,
+    Lightning's WeightAveraging reloads the raw weights (why EvaluationEMA exists)."""
+    seen = []
+
+    class Probe(AutoresolutionClassifier):
+        def test_step(self, batch, batch_idx):
+            if batch_idx == 0:
+                seen.append(self.classifier[1].weight.detach().clone())
+            return super().test_step(batch, batch_idx)
+
+    model = Probe(LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=None, channels_last=False, lr=0.05)
+    t = trainer(tmp_path, 4, limit_train_batches=4, callbacks=[callback_cls(avg_fn=tf_ema_avg_fn(0.5))])
+    t.fit(model, datamodule=cifar(tiny_cifar))
+    ckpt = torch.load(t.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
+    t.test(model, datamodule=cifar(tiny_cifar), ckpt_path=t.checkpoint_callback.last_model_path, verbose=False)
+    average, raw = ckpt["state_dict"]["classifier.1.weight"], ckpt["current_model_state"]["classifier.1.weight"]
+    assert not torch.allclose(average, raw)
+    torch.testing.assert_close(seen[0], average if callback_cls is EvaluationEMA else raw)
 
 
 # -- transfer protocol ---------------------------------------------------------------------------

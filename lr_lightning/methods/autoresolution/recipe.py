@@ -52,10 +52,13 @@ class EvaluationEMA(WeightAveraging):
     ``predict`` with a checkpoint evaluate.
 
     During ``fit`` it behaves like the parent (swap in the average for validation, save the
-    average as the checkpoint's ``state_dict``). Outside ``fit`` the parent would reload the raw
-    weights (``current_model_state``) and, for ``validate``, swap in the average of the *end of
-    fit* rather than the checkpoint's; here the module simply keeps the checkpoint's
-    ``state_dict``, i.e. the average saved with that checkpoint.
+    average as the checkpoint's ``state_dict``). When the same callback instance is still
+    attached after ``fit`` (a callback given to the ``Trainer``), the parent's
+    ``validate/test(ckpt_path=...)`` would reload the raw weights (``current_model_state``) and,
+    for ``validate``, swap in the average of the *end of fit* rather than the checkpoint's; here
+    the module keeps the checkpoint's ``state_dict``, i.e. the average saved with it. (The
+    instance returned by ``configure_callbacks`` is re-created for every trainer entry point and
+    has no average outside ``fit``, so there both behave the same.)
     """
 
     @staticmethod
