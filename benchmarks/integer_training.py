@@ -45,7 +45,7 @@ from lr_lightning.quant import GradMaskedConv2d, IntConv2d, convert_to_integer, 
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
-        "pre_steps": 300, "ft_steps": 200, "t3_steps": 120, "batch": 8, "patch": 32, "mask_batches": 10,
+        "pre_steps": 300, "ft_steps": 150, "t3_steps": 100, "batch": 8, "patch": 32, "mask_batches": 10,
         "conv4_epochs": 2, "conv4_subset": None, "repeats": 7,
     },
     "smoke": {
