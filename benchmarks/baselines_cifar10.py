@@ -15,6 +15,7 @@ precision / memory-format settings. Writes benchmarks/results/baselines_cifar10.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 import time
@@ -35,14 +36,17 @@ MODES = {"nearest": "nearest", "bicubic": "bicubic", "avg": "avgpool"}
 
 
 def _finished_run(out: str, name: str, epochs: int) -> tuple[Path, Path] | None:
-    """(log_dir, best checkpoint) of a completed earlier run of ``name`` with ``epochs``, if any."""
-    for log_dir in sorted(Path(out, name).glob("version_*")):
+    """(log_dir, best checkpoint) of a completed earlier run of ``name`` with ``epochs``, if any
+    (completed = its metrics.csv reached the last epoch's validation)."""
+    for log_dir in sorted(Path(out, name).glob("version_*"), reverse=True):
         ckpts = sorted((log_dir / "checkpoints").glob("best-*.ckpt"))
-        last = log_dir / "checkpoints" / "last.ckpt"
-        if ckpts and last.is_file():
-            state = torch.load(last, map_location="cpu", weights_only=True)
-            if state.get("epoch") == epochs - 1:
-                return log_dir, ckpts[-1]
+        metrics = log_dir / "metrics.csv"
+        if not ckpts or not metrics.is_file():
+            continue
+        with metrics.open() as f:
+            rows = list(csv.DictReader(f))
+        if any(r.get("val/acc") and r.get("epoch") == str(epochs - 1) for r in rows):
+            return log_dir, ckpts[-1]
     return None
 
 

@@ -21,9 +21,11 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+
+from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["none", "cosine", "multistep"]
@@ -128,7 +130,7 @@ class BaseTask(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model."""
         return [
-            ModelCheckpoint(
+            BestAndLastCheckpoint(
                 monitor=self.monitor,
                 mode=self.mode,
                 save_last=True,
