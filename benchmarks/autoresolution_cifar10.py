@@ -194,7 +194,7 @@ def main_bench() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / "autoresolution_cifar10"))
     args = parser.parse_args()
     # small: budgets for <= 25 min on 2 shared CPU cores; paper: Sec. 3.3's 10K head-only steps
-    defaults = {"small": dict(pretext_steps=800, pretext_val_batches=2, transfer_steps=2000, low_label_steps=1200, head_only_steps=300, val_every=100),
+    defaults = {"small": dict(pretext_steps=600, pretext_val_batches=2, transfer_steps=1500, low_label_steps=800, head_only_steps=200, val_every=100),
                 "paper": dict(pretext_steps=100_000, pretext_val_batches=16, transfer_steps=60_000, low_label_steps=20_000, head_only_steps=10_000, val_every=1000)}
     for k, v in defaults[args.profile].items():
         if getattr(args, k) is None:
