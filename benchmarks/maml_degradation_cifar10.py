@@ -61,8 +61,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # oracle epochs; sr_epochs / hrcnn_epochs: the SR scheme's two stages.
     "smoke": dict(meta_steps=6, outer_lr=1e-3, cls_epochs=0.02, sr_epochs=0.02, hrcnn_epochs=0.02, val_every=3,
                   val_batches=2, support_seeds=1, test_limit=500, timing_steps=4, ks=[16, 32], ns=[5, 10]),
-    "small": dict(meta_steps=300, outer_lr=1e-3, cls_epochs=1, sr_epochs=0.5, hrcnn_epochs=1, val_every=50,
-                  val_batches=20, support_seeds=2, test_limit=None, timing_steps=12, ks=[16, 32, 64, 128],
+    "small": dict(meta_steps=600, outer_lr=1e-3, cls_epochs=2, sr_epochs=1, hrcnn_epochs=2, val_every=50,
+                  val_batches=20, support_seeds=3, test_limit=None, timing_steps=12, ks=[16, 32, 64, 128],
                   ns=[5, 10, 20]),
     "paper": dict(meta_steps=11 * 281, outer_lr=1e-4, cls_epochs=11, sr_epochs=20, hrcnn_epochs=11, val_every=281,
                   val_batches=100, support_seeds=5, test_limit=None, timing_steps=20, ks=[16, 32, 64, 128],
@@ -229,6 +229,10 @@ def main() -> None:
     if prof["test_limit"]:  # strided: the test set is ordered by class
         stride = len(test_y) // prof["test_limit"]
         test_imgs, test_y = test_imgs[::stride], test_y[::stride]
+    # A fixed shuffle: the test folder is ordered by class, and transductive BatchNorm (batch
+    # statistics at test time, reference MAML) is meaningless on single-class batches.
+    perm = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(0))
+    test_imgs, test_y = test_imgs[perm], test_y[perm]
     test_batches = [(test_imgs[i : i + 500].float().div(255), test_y[i : i + 500]) for i in range(0, len(test_y), 500)]
     n_train = len(dm.train_set)
     log(f"data: {n_train} train / {len(dm.val_set)} val / {len(test_y)} test images")

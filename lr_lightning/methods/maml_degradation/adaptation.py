@@ -81,7 +81,8 @@ def evaluate_classifier(
     """(accuracy %, mean cross-entropy) of ``model`` (with ``params``/``buffers`` if given) over
     ``(hr, label)`` batches, each degraded by ``degradation``.
 
-    ``bn="transductive"`` normalises each test batch with its own statistics (reference MAML);
+    ``bn="transductive"`` normalises each test batch with its own statistics (reference MAML), so
+    the batches must be class-mixed (shuffle a class-ordered test set first) and large enough;
     ``"running"`` uses the running statistics (ordinary eval mode).
     """
     was_training = model.training

@@ -277,6 +277,14 @@ class MAMLDegradationClassifier(BaseTask):
         hr, y = batch["hr"], batch["label"]
         bs = y.shape[0]
         eval_bn = self.hparams.bn == "transductive"
+        if eval_bn and bs >= 16 and int(y.unique().numel()) == 1 and not getattr(self, "_warned_sorted", False):
+            self._warned_sorted = True
+            warnings.warn(
+                "bn='transductive' normalises every test batch with its own statistics, but this test batch "
+                "holds a single class (a class-ordered test set?): the accuracies will be meaningless. Shuffle "
+                "the test set, or use bn='running'.",
+                stacklevel=2,
+            )
         with batch_norm_uses_batch_stats(self, enabled=eval_bn):
             logits = self._forward_with(None, None, self.val_deg(hr))
             self.test_metrics.update(logits, y)
