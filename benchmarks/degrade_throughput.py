@@ -7,16 +7,17 @@ few other degradations.  Each timing is the median over ``repeats`` runs after
 
 Usage::
 
-    python benchmarks/degrade_throughput.py            # prints JSON
+    python benchmarks/degrade_throughput.py
 
-``run()`` returns the result dict, so the shared benchmark runner can call it
-(the timing helper below is self-contained and can be swapped for a shared one).
+writes ``benchmarks/results/degrade_throughput.{json,md}`` (goal: >= 20,000 images/s for
+pool + quantise on 2 cores) and prints the table. ``run()`` returns the result dict.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -61,6 +62,7 @@ def run(batch: int = 1024, repeats: int = 20, warmup: int = 3, seed: int = 0) ->
         "blur4(k21x21)": lambda t: downsample(t, 4, "blur", kernel21),
     }
     per_op: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
     with torch.inference_mode():
         for name, op in ops.items():
             times = time_callable(lambda op=op: op(x), repeats=repeats, warmup=warmup)
@@ -74,8 +76,28 @@ def run(batch: int = 1024, repeats: int = 20, warmup: int = 3, seed: int = 0) ->
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
+        # 1-min load average before/after: numbers taken on a busy machine are not comparable
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.common import markdown_table, write_results
+
+    t0 = time.perf_counter()
+    result = run()
+    rows = [{"degradation": k, "images_per_s": round(v)} for k, v in result["per_op"].items()]
+    md = (
+        f"Batch {result['batch']} x 3x32x32, median of {result['repeats']} runs, "
+        f"{result['threads']} threads, 1-min load average before/after {result['loadavg_1min']}.\n\n"
+        + markdown_table(rows, ["degradation", "images_per_s"])
+        + f"\nHeadline (avgpool2 + 3-bit DoReFa): **{result['images_per_s']:,.0f} images/s** (goal >= 20,000).\n"
+    )
+    write_results("degrade_throughput", result, md, time.perf_counter() - t0)
+    print(json.dumps(result, indent=2))
+    print(md)
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    main()
