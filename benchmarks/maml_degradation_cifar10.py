@@ -225,6 +225,9 @@ def main() -> None:
     dm = CIFARDataModule(batch_size=64, eval_batch_size=16, seed=0)
     dm.setup("fit")
     dm.setup("test")
+    # The validation split's indices are sorted (class-ordered folder): shuffle them once, so the
+    # 16-image validation batches (8 support / 8 query) are class-mixed.
+    dm.val_set.indices = dm.val_set.indices[torch.randperm(len(dm.val_set), generator=torch.Generator().manual_seed(1))]
     test_imgs, test_y = dm.test_set.images, dm.test_set.labels
     if prof["test_limit"]:  # strided: the test set is ordered by class
         stride = len(test_y) // prof["test_limit"]

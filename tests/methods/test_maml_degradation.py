@@ -230,3 +230,15 @@ def test_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -
         torch.testing.assert_close(v, r1["state"][k], rtol=0, atol=0, msg=k)
     assert not torch.equal(start["classifier.weight"], r0["state"]["classifier.weight"])  # 2 steps were taken
     # the ranks saw different data and tasks, so identical weights mean averaged meta-gradients
+
+
+def test_warns_on_single_class_evaluation_batches() -> None:
+    m = _module()
+    with pytest.warns(UserWarning, match="single class"):
+        m._check_mixed(torch.full((16,), 3), "test")
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        m._check_mixed(torch.full((16,), 3), "test")  # only once per stage
+        m._check_mixed(torch.arange(16) % 10, "validation")  # class-mixed: silent

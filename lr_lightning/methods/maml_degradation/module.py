@@ -232,8 +232,21 @@ class MAMLDegradationClassifier(BaseTask):
         return loss.detach()
 
     # -- validation: adapt on half the batch, query the other half -------------------------------
+    def _check_mixed(self, y: Tensor, stage: str) -> None:
+        """Warn once when an evaluation batch holds a single class (class-ordered loader): then
+        transductive BatchNorm and the support/query split of validation are meaningless."""
+        if y.shape[0] >= 8 and int(y.unique().numel()) == 1 and not getattr(self, f"_warned_{stage}", False):
+            setattr(self, f"_warned_{stage}", True)
+            warnings.warn(
+                f"a {stage} batch holds a single class (class-ordered {stage} set?): support/query adaptation "
+                f"and transductive BatchNorm need class-mixed batches, so these {stage} numbers are meaningless; "
+                f"shuffle the {stage} set once with a fixed seed",
+                stacklevel=2,
+            )
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hr, y = batch["hr"], batch["label"]
+        self._check_mixed(y, "validation")
         with torch.inference_mode(False), torch.enable_grad():
             hr, y = hr.clone(), y.clone()  # usable by autograd even under inference mode
             h = max(1, hr.shape[0] // 2)
@@ -277,14 +290,8 @@ class MAMLDegradationClassifier(BaseTask):
         hr, y = batch["hr"], batch["label"]
         bs = y.shape[0]
         eval_bn = self.hparams.bn == "transductive"
-        if eval_bn and bs >= 16 and int(y.unique().numel()) == 1 and not getattr(self, "_warned_sorted", False):
-            self._warned_sorted = True
-            warnings.warn(
-                "bn='transductive' normalises every test batch with its own statistics, but this test batch "
-                "holds a single class (a class-ordered test set?): the accuracies will be meaningless. Shuffle "
-                "the test set, or use bn='running'.",
-                stacklevel=2,
-            )
+        if eval_bn:
+            self._check_mixed(y, "test")
         with batch_norm_uses_batch_stats(self, enabled=eval_bn):
             logits = self._forward_with(None, None, self.val_deg(hr))
             self.test_metrics.update(logits, y)
