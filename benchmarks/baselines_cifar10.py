@@ -26,9 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, markdown_table, median_time, write_results  # noqa: E402
+from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
-from lr_lightning.nn import CifarResNet  # noqa: E402
 
 HR_CFG = str(REPO / "configs" / "baselines" / "cifar10_hr_cnn.yaml")
 LR_CFG = str(REPO / "configs" / "baselines" / "cifar10_lr_cnn.yaml")
@@ -71,7 +70,7 @@ def train_and_test(config: str, name: str, args: argparse.Namespace, extra: list
         best, log_dir = cli.trainer.checkpoint_callback.best_model_path, cli.trainer.log_dir
     else:
         log_dir, best = done
-        cli = main(["test", "--config", config, *common, *extra], run=False)
+        cli = main(["--config", config, *common, *extra], run=False)
         fit_s = None
         print(f"[{name}] reusing the finished run in {log_dir}", flush=True)
     res = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(best), verbose=False)[0]
@@ -85,35 +84,6 @@ def train_and_test(config: str, name: str, args: argparse.Namespace, extra: list
     out["under"] = {k.removeprefix("test/acc/"): round(100 * float(v), 2) for k, v in res.items() if k.startswith("test/acc/")}
     print(f"[{name}] test acc {out['acc']:.2f} %, train {out['train_s']} s", flush=True)
     return out
-
-
-def step_times(batch: int = 128, repeats: int = 15) -> list[dict[str, Any]]:
-    """Median ResNet20 training-step time per precision / memory format (interleaved settings)."""
-    rows = []
-    x0 = torch.rand(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
-    for bf16, cl in ((False, False), (False, True), (True, False), (True, True)):
-        torch.manual_seed(0)
-        net = CifarResNet(20)
-        x = x0
-        if cl:
-            net = net.to(memory_format=torch.channels_last)
-            x = x0.contiguous(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-
-        def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = torch.nn.functional.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        ms = 1000 * median_time(step, repeats=repeats)
-        rows.append({"precision": "bf16-mixed" if bf16 else "32-true", "memory_format": "channels_last" if cl else "NCHW", "step_ms": round(ms, 1)})
-    base = rows[0]["step_ms"]
-    for r in rows:
-        r["speedup"] = round(base / r["step_ms"], 2)
-    return rows
 
 
 def main_bench() -> None:
@@ -131,8 +101,6 @@ def main_bench() -> None:
         if shared.is_dir():
             os.environ["LR_LIGHTNING_DATA"] = str(shared)
     t0 = time.perf_counter()
-    steps = step_times()
-    print(markdown_table(steps, ["precision", "memory_format", "step_ms", "speedup"]), flush=True)
 
     rows: list[dict[str, Any]] = []
     hr = train_and_test(HR_CFG, "hr_cnn", args, [])
@@ -167,13 +135,11 @@ def main_bench() -> None:
             [{"setting": k, **v} for k, v in precision_check.items() if isinstance(v, dict)], ["setting", "acc", "train_s"]
         )
         md += f"\nfp32 / bf16 training time: {precision_check['train_time_ratio_fp32_over_bf16']}x\n"
-    md += "\n## ResNet20 training step, B=128 (median of 15)\n\n"
-    md += markdown_table(steps, ["precision", "memory_format", "step_ms", "speedup"])
+    md += "\nStep-time speed of the precision / memory-format settings: benchmarks/results/precision_resnet.md.\n"
     payload = {
         "rows": rows,
         "hr_cnn_under_degradation": hr["under"],
         "precision_check": precision_check,
-        "step_time_resnet20_b128": steps,
         "settings": {"epochs": args.epochs, "train_subset": args.train_subset, "net": "CifarResNet(20)", "data": "CIFAR-10 ImageFolder (JPEG-decoded PNGs), 18k train / 2k val / 10k test"},
     }
     json_path, md_path = write_results("baselines_cifar10", payload, md, wall)
