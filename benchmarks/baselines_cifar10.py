@@ -8,8 +8,8 @@ Every model is trained with the project's own configs through the CLI's ``main``
 the best validation checkpoint. LR-CNN inputs are degraded by the factor and upsampled back to
 32x32 (bicubic), so all rows share one network. The HR-CNN is also evaluated under every
 degradation (no retraining), and a paired short run (same seed and epochs) in fp32 NCHW vs the
-default bf16-mixed + channels_last checks that the fast setting keeps accuracy. A step-time micro-benchmark compares the
-precision / memory-format settings. Writes benchmarks/results/baselines_cifar10.{json,md}.
+default bf16-mixed + channels_last checks that the fast setting keeps accuracy (their speed:
+benchmarks/precision_resnet.py). Writes benchmarks/results/baselines_cifar10.{json,md}.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
