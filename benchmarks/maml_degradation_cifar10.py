@@ -61,8 +61,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # oracle epochs; sr_epochs / hrcnn_epochs: the SR scheme's two stages.
     "smoke": dict(meta_steps=6, outer_lr=1e-3, cls_epochs=0.02, sr_epochs=0.02, hrcnn_epochs=0.02, val_every=3,
                   val_batches=2, support_seeds=1, test_limit=500, timing_steps=4, ks=[16, 32], ns=[5, 10]),
-    "small": dict(meta_steps=600, outer_lr=1e-3, cls_epochs=2, sr_epochs=1, hrcnn_epochs=2, val_every=50,
-                  val_batches=20, support_seeds=3, test_limit=None, timing_steps=12, ks=[16, 32, 64, 128],
+    "small": dict(meta_steps=400, outer_lr=1e-3, cls_epochs=1.5, sr_epochs=1, hrcnn_epochs=1.5, val_every=50,
+                  val_batches=20, support_seeds=2, test_limit=None, timing_steps=8, ks=[16, 32, 64, 128],
                   ns=[5, 10, 20]),
     "paper": dict(meta_steps=11 * 281, outer_lr=1e-4, cls_epochs=11, sr_epochs=20, hrcnn_epochs=11, val_every=281,
                   val_batches=100, support_seeds=5, test_limit=None, timing_steps=20, ks=[16, 32, 64, 128],
