@@ -42,7 +42,7 @@ from lr_lightning.data import CIFARDataModule, SRDataModule  # noqa: E402
 from lr_lightning.degrade import Degradation  # noqa: E402
 from lr_lightning.methods import ImageClassifier  # noqa: E402
 from lr_lightning.methods.sr import SuperResolutionTask  # noqa: E402
-from lr_lightning.nn import Conv4, ZSSR8  # noqa: E402
+from lr_lightning.nn import ZSSR8, Conv4  # noqa: E402
 from lr_lightning.quant import (  # noqa: E402
     GradMaskedConv2d,
     IntConv2d,

@@ -24,8 +24,20 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
-from lr_lightning.callbacks.cost import channel_choices, chain_cost, importance_values, solve_masks, uniform_kept
-from lr_lightning.quant import GradMaskedConv2d, GradMaskedLinear, IntConv2d, IntegerLayer, IntLinear
+from lr_lightning.callbacks.cost import (
+    chain_cost,
+    channel_choices,
+    importance_values,
+    solve_masks,
+    uniform_kept,
+)
+from lr_lightning.quant import (
+    GradMaskedConv2d,
+    GradMaskedLinear,
+    IntConv2d,
+    IntegerLayer,
+    IntLinear,
+)
 
 PRUNABLE = (GradMaskedConv2d, GradMaskedLinear, IntConv2d, IntLinear)
 
@@ -189,7 +201,7 @@ class GradientPruningCallback(Callback):
             m.frozen = False
         if self.propagate != "pruned":
             return
-        for prev, cur in zip(self.all_layers, self.all_layers[1:]):
+        for prev, cur in zip(self.all_layers[:-1], self.all_layers[1:], strict=True):
             if isinstance(cur, (nn.Conv2d, IntConv2d)) and isinstance(prev, (nn.Conv2d, IntConv2d)):
                 if _in_channels(cur) == _out_channels(prev):
                     cur.grad_in_keep = prev.grad_keep

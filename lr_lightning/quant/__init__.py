@@ -20,7 +20,14 @@ from lr_lightning.quant.core import (
     saturate,
     shift_floor,
 )
-from lr_lightning.quant.layers import IntAdd, IntConv2d, IntegerLayer, IntLinear, ScaleBook, eq15_update
+from lr_lightning.quant.layers import (
+    IntAdd,
+    IntConv2d,
+    IntegerLayer,
+    IntLinear,
+    ScaleBook,
+    eq15_update,
+)
 from lr_lightning.quant.masked import GradMaskedConv2d, GradMaskedLinear
 
 __all__ = [

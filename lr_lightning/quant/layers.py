@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from lr_lightning.quant.core import (
     FP32_EXACT_TERMS,
-    Rounding,
     ZERO_SCALE,
+    Rounding,
     abs_max,
     ceil_log2,
     dequantize,

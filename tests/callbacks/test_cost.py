@@ -82,7 +82,7 @@ def test_meet_in_the_middle_is_optimal(seed: int) -> None:
     c_out = [int(rng.choice([8, 16, 24, 32, 40])) for _ in range(n)]
     choices = [channel_choices(c) for c in c_out]
     c_in = [int(rng.integers(1, 8))] + c_out[:-1]
-    values = [importance_values(rng.random(c) ** 3, ch) for c, ch in zip(c_out, choices)]
+    values = [importance_values(rng.random(c) ** 3, ch) for c, ch in zip(c_out, choices, strict=True)]
     lo = chain_cost([ch[0] for ch in choices], c_in)
     hi = chain_cost([ch[-1] for ch in choices], c_in)
     budget = float(rng.uniform(lo, hi))

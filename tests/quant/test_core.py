@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from lr_lightning.quant import QTensor, ceil_log2, dequantize, dynamic_scale, quantize, requantize, saturate, shift_floor
+from lr_lightning.quant import (
+    QTensor,
+    ceil_log2,
+    dequantize,
+    dynamic_scale,
+    quantize,
+    requantize,
+    saturate,
+    shift_floor,
+)
 from tests.quant.reference import ceil_log2_int
 
 
