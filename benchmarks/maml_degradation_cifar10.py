@@ -395,6 +395,7 @@ def main() -> None:
     ax[1].set(xscale="log", xlabel="k labelled LR examples (n = 5)", ylabel="test acc after adaptation (%)",
               title="mean over 7 unseen targets vs k")
     ax[1].set_xticks(prof["ks"], [str(k) for k in prof["ks"]])
+    ax[1].minorticks_off()
     ax[2].set(xlabel="n SGD steps (k = 32)", ylabel="test acc after adaptation (%)", title="vs n")
     ax[1].legend(fontsize=8)
     ax[2].legend(fontsize=8)
