@@ -383,10 +383,10 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    ax[0].plot(*zip(*curve_train), label="MAML train query loss (mean of M=4 tasks)")
+    ax[0].plot(*zip(*curve_train, strict=True), label="MAML train query loss (mean of M=4 tasks)")
     if curve_val:
-        ax[0].plot(*zip(*curve_val), "o-", label="MAML val query loss (bicubic)")
-    ax[0].plot(*zip(*curve_joint), alpha=0.6, label="joint train loss")
+        ax[0].plot(*zip(*curve_val, strict=True), "o-", label="MAML val query loss (bicubic)")
+    ax[0].plot(*zip(*curve_joint, strict=True), alpha=0.6, label="joint train loss")
     ax[0].set(xlabel="meta-step", ylabel="cross-entropy", title="meta-training (paper Fig. 4-5)")
     ax[0].legend(fontsize=8)
     for key, c in curves.items():
@@ -437,8 +437,8 @@ def main() -> None:
         + f"\nResearch goal (MAML beats joint after adaptation, mean over targets): MAML {maml_after:.2f} % vs best joint "
         f"{joint_best:.2f} % -> **{'yes' if goal['maml_beats_joint'] else 'no'}**.\n\n"
         "## Accuracy after adaptation vs k (n = 5) and vs n (k = 32), mean over targets, support seed 0\n\n"
-        + markdown_table([{"method": k, **{f"k={kk}": v for kk, v in zip(prof["ks"], c["k"])},
-                           **{f"n={nn_}": v for nn_, v in zip(prof["ns"], c["n"])}} for k, c in curves.items()],
+        + markdown_table([{"method": k, **{f"k={kk}": v for kk, v in zip(prof["ks"], c["k"], strict=True)},
+                           **{f"n={nn_}": v for nn_, v in zip(prof["ns"], c["n"], strict=True)}} for k, c in curves.items()],
                          ["method", *[f"k={k}" for k in prof["ks"]], *[f"n={n}" for n in prof["ns"]]])
         + "\n## Inference cost per image (MACs from torch.utils.flop_counter, CPU latency at batch 1, "
         f"{args.threads} threads)\n\n" + markdown_table(cost_rows, ["pipeline", "macs_per_image", "cpu_latency_ms_batch1"])

@@ -94,7 +94,7 @@ def batch_norm_uses_batch_stats(model: nn.Module, enabled: bool = True) -> Itera
                 m.training = True
         yield
     finally:
-        for m, mode in zip(norms, modes):
+        for m, mode in zip(norms, modes, strict=True):
             m.training = mode
 
 
@@ -167,7 +167,7 @@ def inner_loop(
                 create_graph=not first_order,
                 allow_unused=True,
             )
-            for n, g in zip(trainable, grads):
+            for n, g in zip(trainable, grads, strict=True):
                 if g is not None:
                     fast[n] = fast[n] - lr * (g.detach() if first_order else g)
             losses.append(loss.detach())

@@ -70,7 +70,7 @@ def test_transductive_leaves_model_untouched_and_running_updates_buffers() -> No
 
 def _meta_loss(model, flat, names, shapes, support, query, steps, lr, first_order):
     params, i = {}, 0
-    for n, s in zip(names, shapes):
+    for n, s in zip(names, shapes, strict=True):
         params[n] = flat[i : i + s.numel()].view(s)
         i += s.numel()
     res = inner_loop(model, params, _ce, support, steps, lr, first_order=first_order)
@@ -145,9 +145,9 @@ def test_matches_learn2learn_maml(first_order: bool) -> None:
             learner.adapt(F.cross_entropy(learner(xs), ys))
         l2l_losses.append(F.cross_entropy(learner(xq), yq))
     torch.stack(l2l_losses).mean().backward()
-    for (n, p), q in zip(ours.named_parameters(), theirs.parameters()):
+    for (n, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-12, msg=n)
-    for (n, b), c in zip(ours.named_buffers(), theirs.buffers()):
+    for (n, b), c in zip(ours.named_buffers(), theirs.buffers(), strict=True):
         torch.testing.assert_close(b, c, msg=n)  # 2 tasks x (3 inner + 1 query) updates each
 
 

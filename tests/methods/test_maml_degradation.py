@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Trainer
 from torch.utils.data import TensorDataset
 
 from lr_lightning.cli import main
 from lr_lightning.data import CIFARDataModule
-from lr_lightning.degrade import Degradation
 from lr_lightning.data.base import DictTensorDataset
+from lr_lightning.degrade import Degradation
 from lr_lightning.methods.maml_degradation import (
     MAMLDegradationClassifier,
     adapt_and_evaluate,

@@ -24,7 +24,13 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from lr_lightning.degrade import Degradation
-from lr_lightning.meta import BNMode, InnerLoopResult, batch_norm_uses_batch_stats, functional_forward, inner_loop
+from lr_lightning.meta import (
+    BNMode,
+    InnerLoopResult,
+    batch_norm_uses_batch_stats,
+    functional_forward,
+    inner_loop,
+)
 
 
 def _to_float(hr: Tensor) -> Tensor:

@@ -31,7 +31,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import Degradation, DegradationSpace, DownsampleMode
-from lr_lightning.meta import BNMode, batch_norm_uses_batch_stats, functional_forward, inner_loop, meta_parameters
+from lr_lightning.meta import (
+    BNMode,
+    batch_norm_uses_batch_stats,
+    functional_forward,
+    inner_loop,
+    meta_parameters,
+)
 from lr_lightning.methods.base import BaseTask, OptimizerName
 from lr_lightning.methods.maml_degradation.adaptation import adapt_classifier, sample_support
 
@@ -190,7 +196,7 @@ class MAMLDegradationClassifier(BaseTask):
         tasks = self.space.sample(hp.tasks_per_step, self.task_generator)
         groups = split_tasks(hr, y, hp.tasks_per_step, hp.task_batches)
         if hp.algorithm == "joint":
-            x = torch.cat([deg(torch.cat([s, q])) for deg, (s, _, q, _) in zip(tasks, groups)])
+            x = torch.cat([deg(torch.cat([s, q])) for deg, (s, _, q, _) in zip(tasks, groups, strict=True)])
             t = torch.cat([torch.cat([sy, qy]) for (_, sy, _, qy) in groups])
             logits = self(x)
             loss = F.cross_entropy(logits, t)
@@ -198,7 +204,7 @@ class MAMLDegradationClassifier(BaseTask):
         params = meta_parameters(self.net)
         buffers = dict(self.net.named_buffers())
         query_losses, support_first, support_last, accs = [], [], [], []
-        for deg, (s, sy, q, qy) in zip(tasks, groups):
+        for deg, (s, sy, q, qy) in zip(tasks, groups, strict=True):
             res = inner_loop(
                 self.net, params, self._loss_fn, (deg(s), sy), hp.inner_steps, hp.inner_lr,
                 first_order=hp.first_order, buffers=buffers, bn=hp.bn,
@@ -296,7 +302,7 @@ class MAMLDegradationClassifier(BaseTask):
             logits = self._forward_with(None, None, self.val_deg(hr))
             self.test_metrics.update(logits, y)
             self.log_dict(self.test_metrics, batch_size=bs, on_step=False, on_epoch=True)
-            for i, (deg, res) in enumerate(zip(self.targets, self._adapted)):
+            for i, (deg, res) in enumerate(zip(self.targets, self._adapted, strict=True)):
                 x = deg(hr)
                 for when, params, bufs in (("before", None, None), ("after", res.params, res.buffers)):
                     metric = self.target_metrics[f"{when}_{i}"]
