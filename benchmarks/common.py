@@ -7,7 +7,6 @@ numbers can be traced to the code and machine that produced them.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import subprocess

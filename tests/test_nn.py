@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lr_lightning.nn import Conv4, CifarResNet, TimmClassifier, load_state_dict_file
+from lr_lightning.nn import CifarResNet, Conv4, TimmClassifier, load_state_dict_file
 
 
 def _count(m: nn.Module) -> int:

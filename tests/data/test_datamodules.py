@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lr_lightning.data import CIFARDataModule, ImageFolderDataModule, SRDataModule, random_crop_flip, seeded_split
+from lr_lightning.data import (
+    CIFARDataModule,
+    ImageFolderDataModule,
+    SRDataModule,
+    random_crop_flip,
+    seeded_split,
+)
 from lr_lightning.degrade import Degradation
 from tests.conftest import write_image_folder
 
