@@ -1,7 +1,7 @@
 """LightningDataModules shared by every method (see :class:`LRDataModule` for the batch format)."""
 
 from lr_lightning.data.augment import random_crop_flip
-from lr_lightning.data.base import DictTensorDataset, LRDataModule, seeded_split
+from lr_lightning.data.base import DictTensorDataset, LRDataModule, mixed_order, seeded_split
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFARDataModule
 from lr_lightning.data.image_io import DATA_ENV, default_data_root, read_image
 from lr_lightning.data.imagefolder import ImageFolderDataModule
@@ -17,6 +17,7 @@ __all__ = [
     "LRDataModule",
     "SRDataModule",
     "default_data_root",
+    "mixed_order",
     "random_crop_flip",
     "read_image",
     "seeded_split",

@@ -42,12 +42,27 @@ class DictTensorDataset(Dataset):
 
 
 def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Split ``range(n)`` into (train, val) index tensors with a fixed seed."""
+    """Split ``range(n)`` into (train, val) index tensors with a fixed seed.
+
+    The validation indices stay in their (seeded) random order, so evaluation batches of a
+    class-sorted folder are class-mixed; see :func:`mixed_order`.
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = int(round(n * val_fraction))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    return perm[n_val:].sort().values, perm[:n_val]
+
+
+def mixed_order(n: int, seed: int) -> Tensor:
+    """A fixed, seeded permutation of ``range(n)`` for evaluation sets.
+
+    Class folders are read class by class; served in that order, every evaluation batch would
+    hold a single class, which breaks anything that uses batch statistics at evaluation time
+    (transductive BatchNorm in MAML, per-batch normalisation). The order is fixed by the seed,
+    so evaluations are reproducible and comparable.
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
 
 
 class LRDataModule(LightningDataModule):

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lr_lightning.data.augment import random_crop_flip
-from lr_lightning.data.base import DictTensorDataset, LRDataModule, seeded_split
+from lr_lightning.data.base import DictTensorDataset, LRDataModule, mixed_order, seeded_split
 from lr_lightning.data.image_io import load_class_folders_in_memory, missing_root_error
 from lr_lightning.degrade import Degradation
 
@@ -122,7 +122,7 @@ class CIFARDataModule(LRDataModule):
             self.val_set = DictTensorDataset(images, labels, val_idx)
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self.load_split("test")
-            self.test_set = DictTensorDataset(images, labels)
+            self.test_set = DictTensorDataset(images, labels, mixed_order(len(images), self.seed))
 
     def augment_batch(self, hr: Tensor) -> Tensor:
         return random_crop_flip(hr, padding=4) if self.augment else hr

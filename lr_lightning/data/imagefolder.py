@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lr_lightning.data.base import LRDataModule, seeded_split
+from lr_lightning.data.base import LRDataModule, mixed_order, seeded_split
 from lr_lightning.data.image_io import missing_root_error, read_image, scan_class_folders
 from lr_lightning.degrade import Degradation
 
@@ -74,6 +74,10 @@ class ImageFolderDataModule(LRDataModule):
             return v2.Compose([resize, v2.RandomCrop(self.hr_size), v2.RandomHorizontalFlip()])
         return v2.Compose([resize, v2.CenterCrop(self.hr_size)])
 
+    def _mixed(self, files: list[Path], labels: list[int]) -> tuple[list[Path], list[int]]:
+        order = mixed_order(len(files), self.seed).tolist()
+        return [files[i] for i in order], [labels[i] for i in order]
+
     def _scan(self, sub: str) -> tuple[list[Path], list[int]]:
         folder = self.root / sub
         if not folder.is_dir():
@@ -96,12 +100,12 @@ class ImageFolderDataModule(LRDataModule):
                 val_files, val_labels = [files[i] for i in va], [labels[i] for i in va]
                 files, labels = [files[i] for i in tr], [labels[i] for i in tr]
             else:
-                val_files, val_labels = self._scan(self.val_dir)
+                val_files, val_labels = self._mixed(*self._scan(self.val_dir))
             self.train_set = FolderDataset(files, labels, self._transforms(True))
             self.val_set = FolderDataset(val_files, val_labels, self._transforms(False))
         if stage in (None, "test", "predict") and self.test_set is None:
             if self.test_dir is None:
                 self.test_set = self.val_set
             else:
-                files, labels = self._scan(self.test_dir)
+                files, labels = self._mixed(*self._scan(self.test_dir))
                 self.test_set = FolderDataset(files, labels, self._transforms(False))

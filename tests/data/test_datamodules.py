@@ -162,3 +162,17 @@ def test_download_failure_is_explained(tmp_path: Path, monkeypatch: pytest.Monke
     dm = CIFARDataModule(root=str(tmp_path), download=True)
     with pytest.raises(RuntimeError, match="could not download cifar10.*LR_LIGHTNING_DATA"):
         dm.prepare_data()
+
+
+def test_evaluation_batches_are_class_mixed(cifar_root: Path) -> None:
+    """Class folders are read class by class; evaluation batches must not be single-class."""
+    dm = CIFARDataModule(root=str(cifar_root), eval_batch_size=64)
+    dm.setup("fit")
+    dm.setup("test")
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        labels = next(iter(loader))["label"]
+        assert len(torch.unique(labels)) >= 8
+    # the order is fixed: two data modules with the same seed serve the same first test batch
+    dm2 = CIFARDataModule(root=str(cifar_root), eval_batch_size=64)
+    dm2.setup("test")
+    assert torch.equal(next(iter(dm2.test_dataloader()))["label"], next(iter(dm.test_dataloader()))["label"])
