@@ -18,6 +18,7 @@ from typing import Any, Literal
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
+from lr_lightning.callbacks._target import target_network
 from lr_lightning.quant import convert_to_integer, eq15_update, integer_layers, scale_books
 
 
@@ -61,10 +62,7 @@ class IntegerTrainingCallback(Callback):
         self.rounding = rounding
 
     def net(self, pl_module: LightningModule) -> nn.Module:
-        net = getattr(pl_module, self.module, None)
-        if not isinstance(net, nn.Module):
-            raise AttributeError(f"{type(pl_module).__name__} has no network attribute {self.module!r}")
-        return net
+        return target_network(pl_module, self.module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         precision = str(trainer.precision)

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
+from lr_lightning.callbacks._target import target_network
 from lr_lightning.callbacks.cost import (
     chain_cost,
     channel_choices,
@@ -101,10 +102,7 @@ class GradientPruningCallback(Callback):
 
     # -- set-up ---------------------------------------------------------------------------------
     def net(self, pl_module: LightningModule) -> nn.Module:
-        net = getattr(pl_module, self.module, None)
-        if not isinstance(net, nn.Module):
-            raise AttributeError(f"{type(pl_module).__name__} has no network attribute {self.module!r}")
-        return net
+        return target_network(pl_module, self.module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for m in self.net(pl_module).modules():  # float layers get the sliced backward (same Parameters)
