@@ -17,6 +17,7 @@ explicit ``torch.Generator``).  Nothing here depends on Lightning.
 """
 
 from .degradation import Degradation, DegradationSpace
+from .fractional import ResizeDegradation
 from .kernels import gaussian_kernel, gaussian_kernel_size, load_kernel, random_gaussian_kernel
 from .quantize import dorefa_quantize
 from .resize import (
@@ -40,6 +41,7 @@ __all__ = [
     "DegradationSpace",
     "DownsampleMode",
     "PaddingMode",
+    "ResizeDegradation",
     "UpsampleMode",
     "blur",
     "dorefa_quantize",
