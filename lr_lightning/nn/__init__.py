@@ -5,8 +5,8 @@ Methods receive these through dependency injection (``class_path`` in a config),
 """
 
 from lr_lightning.nn.conv4 import Conv4
-from lr_lightning.nn.rrdb import RRDBNet
 from lr_lightning.nn.resnet_cifar import CifarResNet, resnet8, resnet20, resnet32, resnet56
+from lr_lightning.nn.rrdb import RRDBNet
 from lr_lightning.nn.timm_backbone import TimmClassifier
 from lr_lightning.nn.weights import load_state_dict_file
 from lr_lightning.nn.zssr import ZSSR8
