@@ -53,6 +53,9 @@ class BaseTask(LightningModule):
 
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
+    #: ``__init__`` arguments of a subclass that are networks but not passed in ``modules``; they
+    #: are kept out of the saved hyper-parameters like injected networks.
+    network_args: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -69,7 +72,7 @@ class BaseTask(LightningModule):
     ) -> None:
         super().__init__()
         modules = modules or {}
-        self.save_hyperparameters(ignore=["modules", *modules])
+        self.save_hyperparameters(ignore=["modules", *modules, *self.network_args])
         for name, module in modules.items():
             setattr(self, name, module)
         self.configure_models()

@@ -19,6 +19,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import Degradation
 from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
+from lr_lightning.nn.weights import load_state_dict_file
+
+
+def load_network_weights(net: nn.Module, path: str) -> None:
+    """Load ``net`` from an lr-lightning task checkpoint (its ``net.*`` entries) or a plain state dict."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    prefix = "net." if isinstance(state, dict) and any(str(k).startswith("net.") for k in state) else None
+    load_state_dict_file(net, path, prefix=prefix)
 
 
 class ImageClassifier(BaseTask):
@@ -33,6 +42,9 @@ class ImageClassifier(BaseTask):
         label_smoothing: cross-entropy label smoothing.
         test_degradations: degradation names (see ``Degradation.from_name``, e.g.
             ``"bicubic4+up"``) applied to the HR test images, one accuracy each.
+        init_checkpoint: weights that initialise ``net`` (an ImageClassifier checkpoint, whose
+            ``net.*`` entries are used, or a plain state dict), e.g. an LR-CNN initialised from
+            the HR-CNN as PatchDrop (paper C, Sec. 5.1) does; ``None`` = the network's own init.
         (optimiser arguments: see :class:`BaseTask`)
     """
 
@@ -57,6 +69,7 @@ class ImageClassifier(BaseTask):
         milestones: list[int] | None = None,
         gamma: float = 0.1,
         channels_last: bool = True,
+        init_checkpoint: str | None = None,
     ) -> None:
         self.test_degradation_list = [Degradation.from_name(n) for n in (test_degradations or [])]
         super().__init__(
@@ -69,6 +82,8 @@ class ImageClassifier(BaseTask):
     def configure_models(self) -> None:
         self.register_buffer("mean", torch.tensor(self.hparams.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.hparams.std).view(1, -1, 1, 1), persistent=False)
+        if self.hparams.get("init_checkpoint"):
+            load_network_weights(self.net, self.hparams.init_checkpoint)
 
     def configure_losses(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.hparams.label_smoothing)

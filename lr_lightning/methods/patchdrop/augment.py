@@ -1,0 +1,141 @@
+"""Conditional hard-positive sampling (paper C, Sec. 7, Table 4) and the CutOut baseline.
+
+A classifier is trained on HR images from which the ``M ~ U[min_masked, max_masked]`` patches
+the trained PatchDrop policy (Ft-1) finds *most* informative are removed: hard positives
+conditioned on the image. CutOut (DeVries & Taylor 2017) removes one random square instead.
+Removed pixels take the dataset mean colour (zero after normalisation), as PatchDrop's masks do.
+Testing uses the original images.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from lr_lightning.methods.base import OptimizerName, SchedulerName
+from lr_lightning.methods.classification import ImageClassifier
+from lr_lightning.methods.patchdrop import grid as G
+from lr_lightning.nn.weights import load_state_dict_file
+
+AugmentKind = Literal["none", "cutout", "hard_positive"]
+
+
+def cutout_mask(batch: int, height: int, width: int, size: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+    """CutOut keep-mask ``(B, 1, H, W)``: one ``size x size`` square per image removed, centre
+    uniform over the image (the square may be clipped by the border, as in DeVries & Taylor)."""
+    cy = torch.randint(0, height, (batch, 1, 1), generator=generator, device=device)
+    cx = torch.randint(0, width, (batch, 1, 1), generator=generator, device=device)
+    yy = torch.arange(height, device=device).view(1, -1, 1)
+    xx = torch.arange(width, device=device).view(1, 1, -1)
+    half = size // 2
+    inside = ((yy >= cy - half) & (yy < cy - half + size)) & ((xx >= cx - half) & (xx < cx - half + size))
+    return (~inside).unsqueeze(1).float()
+
+
+def hard_positive_actions(probs: Tensor, num_masked: Tensor) -> Tensor:
+    """Keep-actions ``(B, P)`` dropping each row's ``num_masked`` most probable patches (Sec. 7)."""
+    return 1.0 - G.top_k_actions(probs, num_masked)
+
+
+class AugmentedClassifier(ImageClassifier):
+    """An :class:`ImageClassifier` trained with hard positives from a PatchDrop policy, or CutOut.
+
+    Args:
+        augment: ``hard_positive`` (Sec. 7), ``cutout`` or ``none`` (the Table 4 rows).
+        policy: the PatchDrop policy network (same architecture as in the checkpoint); needed by
+            ``hard_positive``. It reads ``batch["lr"]`` (give the data module the degradation the
+            policy was trained with).
+        policy_checkpoint: a PatchDrop checkpoint (its ``policy.*`` weights) or a plain state dict;
+            ``None`` = random policy weights (warned; only for smoke tests).
+        grid: the policy's patch grid.
+        min_masked / max_masked: bounds of ``M ~ U[min, max]`` (paper: 1 and 4).
+        cutout_size: side of the CutOut square (DeVries & Taylor use 16 on CIFAR).
+        (classifier arguments: see :class:`ImageClassifier`; ``input_key`` is ``hr``)
+    """
+
+    network_args = ("policy",)
+
+    def __init__(
+        self,
+        net: nn.Module,
+        augment: AugmentKind = "hard_positive",
+        policy: nn.Module | None = None,
+        policy_checkpoint: str | None = None,
+        grid: int = 4,
+        min_masked: int = 1,
+        max_masked: int = 4,
+        cutout_size: int = 16,
+        num_classes: int = 10,
+        mean: tuple[float, float, float] = CIFAR10_MEAN,
+        std: tuple[float, float, float] = CIFAR10_STD,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 0.1,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: SchedulerName = "cosine",
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        channels_last: bool = True,
+        init_checkpoint: str | None = None,
+    ) -> None:
+        if augment == "hard_positive" and policy is None:
+            raise ValueError("augment='hard_positive' needs the PatchDrop `policy` network")
+        if not 0 <= min_masked <= max_masked <= grid * grid:
+            raise ValueError(f"need 0 <= min_masked <= max_masked <= {grid * grid}, got {min_masked}, {max_masked}")
+        self._pending_policy = [policy] if augment == "hard_positive" else []  # a list: no Module before __init__
+        super().__init__(
+            net, num_classes, "hr", mean, std, label_smoothing, None, optimizer, lr, weight_decay, momentum, betas,
+            scheduler, milestones, gamma, channels_last, init_checkpoint,
+        )
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        hp = self.hparams
+        if self._pending_policy:
+            self.policy = self._pending_policy.pop()
+            if hp.policy_checkpoint:
+                state = torch.load(hp.policy_checkpoint, map_location="cpu", weights_only=True)
+                state = state.get("state_dict", state)
+                prefix = "policy." if any(k.startswith("policy.") for k in state) else None
+                load_state_dict_file(self.policy, hp.policy_checkpoint, prefix=prefix)
+            else:
+                warnings.warn("AugmentedClassifier: policy_checkpoint is null, hard positives come from a random policy", stacklevel=2)
+            self.policy.requires_grad_(False)
+            self.policy.eval()
+
+    def train(self, mode: bool = True) -> AugmentedClassifier:
+        super().train(mode)
+        if hasattr(self, "policy"):
+            self.policy.eval()
+        return self
+
+    def optimized_parameters(self) -> list[Tensor]:
+        return list(self.net.parameters())
+
+    def keep_mask(self, batch: dict[str, Any]) -> Tensor:
+        """The training keep-mask ``(B, 1, H, W)`` of the chosen augmentation."""
+        hp = self.hparams
+        hr = batch["hr"]
+        b, _, h, w = hr.shape
+        if hp.augment == "cutout":
+            return cutout_mask(b, h, w, hp.cutout_size, device=hr.device)
+        if "lr" not in batch:
+            raise KeyError("hard-positive sampling feeds batch['lr'] to the policy: give the data module a `degradation`")
+        lr = batch["lr"]
+        with torch.no_grad():
+            probs = torch.sigmoid(self.policy(self.to_input((lr - self.mean.to(lr.dtype)) / self.std.to(lr.dtype))).float())
+        m = torch.randint(hp.min_masked, hp.max_masked + 1, (b,), device=hr.device)
+        return G.patch_mask(hard_positive_actions(probs, m), h, w, hp.grid)
+
+    def _input(self, batch: dict[str, Any]) -> Tensor:
+        x = batch["hr"]
+        if not self.training or self.hparams.augment == "none":
+            return x
+        keep = self.keep_mask(batch).to(x.dtype)
+        return x * keep + self.mean.to(x.dtype) * (1 - keep)
