@@ -1,0 +1,418 @@
+"""PatchDrop (paper C): rewards, advantage, Eq. 5-11, masking, fusion (Eq. 7), fixed / stochastic
+baselines, BagNet, hard positives, the stage chaining, a toy problem the policy must solve, and
+a 2-process DDP Ft-1 run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lr_lightning.methods.patchdrop import AugmentedClassifier, PatchDrop, cutout_mask, hard_positive_actions, policy_statistics
+from lr_lightning.methods.patchdrop import grid as G
+from lr_lightning.methods.patchdrop import rl
+from lr_lightning.nn import CifarResNet, PatchBagNet
+from tests.conftest import REPO
+
+# -- reward, advantage, Eq. 9-11 -------------------------------------------------------------------
+
+
+def test_reward_hand_cases() -> None:
+    a = torch.zeros(4, 16)
+    a[0, :4] = 1  # S = 4, correct: 1 - (4/16)^2 = 0.9375
+    a[1, :16] = 1  # S = 16, correct: 0
+    a[2, :8] = 1  # S = 8, wrong: -sigma
+    # row 3: S = 0, correct: 1
+    correct = torch.tensor([True, True, False, True])
+    r = rl.reward(a, correct, sigma=0.5)
+    torch.testing.assert_close(r, torch.tensor([0.9375, 0.0, -0.5, 1.0]))
+    assert rl.reward(a[2:3], correct[2:3], sigma=5.0).item() == -5.0
+
+
+def test_self_critical_advantage_sign() -> None:
+    """Sampled action better than the greedy one -> positive advantage, and a gradient step on
+    Eq. 9 makes the sampled action more likely (and less likely for a negative advantage)."""
+    logits = torch.zeros(1, 16, requires_grad=True)
+    probs = torch.sigmoid(logits)
+    greedy = rl.greedy_actions(probs.detach())  # s = 0.5 -> all zeros
+    sampled = torch.zeros(1, 16)
+    sampled[0, 5] = 1
+    # sampled: correct with one patch; greedy: wrong with none
+    adv = rl.reward(sampled, torch.tensor([True]), 0.5) - rl.reward(greedy, torch.tensor([False]), 0.5)
+    assert adv.item() == pytest.approx(1 - (1 / 16) ** 2 + 0.5)
+    for sign in (1.0, -1.0):
+        lg = torch.zeros(1, 16, requires_grad=True)
+        loss = rl.policy_loss(torch.sigmoid(lg), sampled, sign * adv)
+        loss.backward()
+        new = lg.detach() - 0.1 * lg.grad
+        before = rl.log_prob(torch.sigmoid(lg.detach()), sampled)
+        after = rl.log_prob(torch.sigmoid(new), sampled)
+        assert (after > before) if sign > 0 else (after < before)
+
+
+def test_policy_loss_gradient_matches_analytic() -> None:
+    """d/ds_p of -A log(s a + (1-s)(1-a)) = -A (2a - 1) / (s a + (1-s)(1-a)) (Eq. 9)."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(3, 16, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    a = torch.bernoulli(torch.full((3, 16), 0.5, dtype=torch.float64), generator=g)
+    adv = torch.tensor([1.5, -0.7, 0.2], dtype=torch.float64)
+    s.requires_grad_(True)
+    # log_prob casts to float32: compare to the analytic value in float64 at float32 tolerance
+    rl.policy_loss(s, a, adv).backward()
+    expected = -adv.view(-1, 1) * (2 * a - 1) / (s.detach() * a + (1 - s.detach()) * (1 - a)) / 3
+    torch.testing.assert_close(s.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_log_prob_is_eq5() -> None:
+    s = torch.tensor([[0.9, 0.2, 0.6]])
+    a = torch.tensor([[1.0, 0.0, 0.0]])
+    assert rl.log_prob(s, a).item() == pytest.approx(float(torch.log(torch.tensor(0.9 * 0.8 * 0.4))), rel=1e-6)
+
+
+def test_eq11_bound_and_schedule() -> None:
+    s = torch.tensor([0.0, 1.0, 0.5, 0.25])
+    torch.testing.assert_close(rl.bound_probs(s, 0.8), torch.tensor([0.2, 0.8, 0.5, 0.8 * 0.25 + 0.2 * 0.75]))
+    assert rl.bound_probs(s, 1.0).tolist() == s.tolist()
+    assert rl.linear_alpha(0.0) == pytest.approx(0.7)
+    assert rl.linear_alpha(0.5) == pytest.approx(0.825)
+    assert rl.linear_alpha(1.0) == pytest.approx(0.95)
+    assert rl.linear_alpha(3.0) == pytest.approx(0.95)
+    assert rl.linear_alpha(0.3, 0.8, 0.8) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="alpha"):
+        rl.bound_probs(s, 1.5)
+
+
+def test_greedy_is_threshold_half() -> None:
+    assert rl.greedy_actions(torch.tensor([[0.2, 0.5, 0.51, 0.9]])).tolist() == [[0.0, 0.0, 1.0, 1.0]]
+
+
+def test_bernoulli_entropy() -> None:
+    assert rl.bernoulli_entropy(torch.full((2, 4), 0.5)).item() == pytest.approx(float(torch.log(torch.tensor(2.0))))
+
+
+# -- Eq. 7 ------------------------------------------------------------------------------------------
+
+
+def test_fusion_limits_and_hand_case() -> None:
+    g = torch.Generator().manual_seed(1)
+    hr, lr = torch.randn(2, 10, generator=g), torch.randn(2, 10, generator=g)
+    torch.testing.assert_close(rl.fuse(hr, lr, torch.tensor([0, 0]), 16), F.log_softmax(lr, -1))
+    torch.testing.assert_close(rl.fuse(hr, lr, torch.tensor([16, 16]), 16), F.log_softmax(hr, -1))
+    mixed = rl.fuse(hr, lr, torch.tensor([4, 12]), 16).exp()
+    expected = torch.stack([0.25 * hr[0].softmax(-1) + 0.75 * lr[0].softmax(-1), 0.75 * hr[1].softmax(-1) + 0.25 * lr[1].softmax(-1)])
+    torch.testing.assert_close(mixed, expected)
+    torch.testing.assert_close(rl.fuse(hr, lr, torch.tensor([3, 3]), 16, "logit_sum"), F.log_softmax(hr + lr, -1))
+
+
+# -- masking and the patch grid ---------------------------------------------------------------------
+
+
+def test_mask_all_ones_all_zeros_and_patch_ids() -> None:
+    x = torch.rand(2, 3, 32, 32) + 1.0
+    ones, zeros = torch.ones(2, 16), torch.zeros(2, 16)
+    assert torch.equal(G.apply_mask(x, ones, 4), x)
+    assert torch.equal(G.apply_mask(x, zeros, 4), torch.zeros_like(x))
+    fill = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    torch.testing.assert_close(G.apply_mask(x, zeros, 4, fill), fill.expand_as(x))
+    for p in (0, 3, 6, 12, 15):
+        a = torch.zeros(2, 16)
+        a[:, p] = 1
+        m = G.patch_mask(a, 32, 32, 4)
+        r, c = divmod(p, 4)  # row-major patch ids (Fig. 3)
+        expected = torch.zeros(32, 32)
+        expected[8 * r: 8 * r + 8, 8 * c: 8 * c + 8] = 1
+        assert torch.equal(m[0, 0], expected), p
+
+
+def test_mask_per_sample_is_vectorised() -> None:
+    a = torch.zeros(2, 4)
+    a[0, 0] = 1
+    a[1, 3] = 1
+    m = G.patch_mask(a, 4, 6, 2)  # non-square image, 2 x 3 patches
+    assert m[0, 0, :2, :3].all() and m[0, 0].sum() == 6
+    assert m[1, 0, 2:, 3:].all() and m[1, 0].sum() == 6
+
+
+def test_grid_not_dividing_the_image_is_an_error() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        G.patch_mask(torch.ones(1, 16), 30, 32, 4)
+    with pytest.raises(ValueError, match="shape"):
+        G.patch_mask(torch.ones(1, 9), 32, 32, 4)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        PatchBagNet(grid=4)(torch.rand(1, 3, 30, 30))
+
+
+def test_fixed_priority_lists() -> None:
+    assert G.fixed_priority("h", 4)[:15] == (5, 6, 9, 10, 13, 14, 1, 2, 0, 3, 4, 7, 8, 11, 15)  # as printed
+    assert G.fixed_priority("v", 4) == (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3)
+    for kind in ("h", "v"):
+        for g in (2, 4, 8):
+            assert sorted(G.fixed_priority(kind, g)) == list(range(g * g))
+    h8 = G.fixed_priority("h", 8)
+    assert {p % 8 for p in h8[:8]} == {3, 4}  # central columns first
+    assert {p // 8 for p in G.fixed_priority("v", 8)[:8]} == {3, 4}  # central rows first
+    a = G.fixed_actions(G.fixed_priority("h", 4), 6, batch=3)
+    assert a.shape == (3, 16) and a.sum(1).tolist() == [6, 6, 6]
+    assert a[0].nonzero().flatten().tolist() == [5, 6, 9, 10, 13, 14]
+    with pytest.raises(ValueError):
+        G.fixed_actions(G.fixed_priority("h", 4), 17, 1)
+
+
+def test_stochastic_survival_matches_expected_s() -> None:
+    for s in (0.0, 3.0, 7.5, 16.0):
+        p = G.stochastic_survival(4, s)
+        assert float(p.sum()) == pytest.approx(s, abs=1e-4)
+    p = G.stochastic_survival(4, 7.0)
+    d = G.patch_centres(4).norm(dim=1).float()
+    assert torch.all(p[d.argsort()].diff() <= 1e-6)  # decays with the distance to the centre
+    assert p[5] == p[6] == p[9] == p[10] and p[0] < p[5]
+    u = torch.rand(20000, 16, generator=torch.Generator().manual_seed(0))
+    assert float((u < p).float().sum(1).mean()) == pytest.approx(7.0, abs=0.05)
+
+
+def test_top_k_actions_per_row() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.4, 0.2, 0.8, 0.6]])
+    assert G.top_k_actions(scores, 2).tolist() == [[0, 1, 1, 0], [0, 0, 1, 1]]
+    assert G.top_k_actions(scores, torch.tensor([1, 3])).tolist() == [[0, 1, 0, 0], [1, 0, 1, 1]]
+    assert hard_positive_actions(scores, torch.tensor([1, 3])).tolist() == [[1, 0, 1, 1], [0, 1, 0, 0]]
+
+
+def test_cutout_mask_square() -> None:
+    m = cutout_mask(64, 32, 32, 16, generator=torch.Generator().manual_seed(0))
+    removed = (1 - m).sum(dim=(1, 2, 3))
+    assert m.shape == (64, 1, 32, 32)
+    assert removed.max() == 256 and removed.min() >= 64  # a full 16x16 square, or clipped by the border
+    ys, xs = torch.nonzero(m[0, 0] == 0, as_tuple=True)
+    assert (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) == removed[0]  # one rectangle
+
+
+def test_policy_statistics_hand_case() -> None:
+    a = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
+    correct = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    st = policy_statistics(a, correct)
+    assert st["acc"] == 75.0 and st["mean_S"] == 1.25 and st["hr_pixel_fraction"] == 1.25 / 4
+    assert st["patch_frequency"] == [0.75, 0.5, 0.0, 0.0]
+    assert st["S_histogram"] == [1, 1, 2, 0, 0]
+    assert st["acc_vs_S"] == [100.0, 100.0, 50.0, None, None]
+
+
+# -- BagNet -----------------------------------------------------------------------------------------
+
+
+def test_bagnet_only_kept_patches_and_mean_of_logits() -> None:
+    torch.manual_seed(0)
+    net = PatchBagNet(num_classes=5, grid=4, depth=8).eval()
+    x = torch.rand(3, 3, 32, 32)
+    a = torch.zeros(3, 16)
+    a[0, [1, 6]] = 1
+    a[1] = 1
+    with torch.no_grad():
+        out = net(x, a)
+        # independent computation: classify patches one by one, average the kept ones
+        one = net.patch_net(x[0:1, :, 0:8, 8:16])
+        two = net.patch_net(x[0:1, :, 8:16, 16:24])
+        torch.testing.assert_close(out[0], ((one + two) / 2)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[1], net(x[1:2])[0], rtol=1e-4, atol=1e-5)
+    assert torch.equal(out[2], torch.zeros(5))  # no patch kept -> uniform prediction
+    calls = []
+    net.patch_net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        net(x, a)
+    assert calls == [2 + 16]  # dropped patches are never computed
+
+
+# -- the task ---------------------------------------------------------------------------------------
+
+
+class PatchOracle(nn.Module):
+    """A parameter-free 3-class 'classifier' that reads only patch 5 (4x4 grid of a 16x16 image):
+    vertical stripes -> class 1, horizontal stripes -> class 0, a flat (dropped) patch -> class 2."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = x[:, :, 4:8, 4:8]
+        across_columns = (p[..., :, 1:] - p[..., :, :-1]).abs().mean(dim=(1, 2, 3))  # vertical stripes
+        across_rows = (p[..., 1:, :] - p[..., :-1, :]).abs().mean(dim=(1, 2, 3))  # horizontal stripes
+        return torch.stack([across_rows, across_columns, torch.full_like(across_rows, 0.1)], dim=1) * 10
+
+
+def _toy_batch(n: int, gen: torch.Generator) -> dict[str, Tensor]:
+    """16x16 noise images whose patch 5 has vertical (label 1) or horizontal (label 0) stripes.
+    Both stripe patterns average to the same LR pixel, so the LR image shows where the label
+    is but not what it is: the policy must acquire patch 5, and only it."""
+    y = torch.randint(0, 2, (n,), generator=gen)
+    hr = torch.rand(n, 3, 16, 16, generator=gen)
+    stripes = (torch.arange(4) % 2).float() * 0.8 + 0.1
+    vertical = stripes.view(1, 4).expand(4, 4)
+    patch = torch.where(y.view(-1, 1, 1, 1).bool(), vertical, vertical.T)
+    hr[:, :, 4:8, 4:8] = patch.expand(n, 3, 4, 4)
+    return {"hr": hr, "lr": F.avg_pool2d(hr, 4), "label": y}
+
+
+def test_policy_learns_the_only_informative_patch() -> None:
+    """REINFORCE with the self-critical baseline (Pt, frozen classifier) must learn to sample
+    only patch 5: sampling it is needed to be right, every extra patch lowers the reward."""
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16))
+    with pytest.warns(UserWarning, match="hr_checkpoint is null"):
+        task = PatchDrop(PatchOracle(), policy, stage="pt", sigma=0.5, alpha_start=0.8, alpha_end=0.8,
+                         mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), channels_last=False)
+    opt = torch.optim.Adam(task.policy.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        b = _toy_batch(64, gen)
+        loss = task._reinforce_loss(task.normalize(b["hr"]), b["lr"], b["label"], None, {})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    b = _toy_batch(256, gen)
+    assert (PatchOracle()(task.normalize(b["hr"])).argmax(1) == b["label"]).all()  # the toy is solvable
+    with torch.no_grad():
+        greedy = task.deterministic_actions(b["lr"], 256)
+    target = torch.zeros(16)
+    target[5] = 1
+    assert (greedy == target).all(dim=1).float().mean() > 0.95, greedy.mean(0)
+
+
+def _pd(stage: str = "pt", kind: str = "learned", **kw) -> PatchDrop:  # noqa: ANN003
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return PatchDrop(CifarResNet(8), CifarResNet(8, 16), CifarResNet(8) if stage == "ft2" else None,
+                         stage=stage, policy_kind=kind, **kw)
+
+
+def test_bad_configurations_are_rejected() -> None:
+    with pytest.raises(ValueError, match="lr_classifier"):
+        PatchDrop(CifarResNet(8), CifarResNet(8, 16), None, stage="ft2")
+    with pytest.raises(ValueError, match="num_kept"):
+        PatchDrop(CifarResNet(8), stage="ft1", policy_kind="fixed_h")
+    with pytest.raises(ValueError, match="integer"):
+        PatchDrop(CifarResNet(8), stage="ft1", policy_kind="fixed_v", num_kept=7.5)
+    with pytest.raises(ValueError, match="nothing to train"):
+        PatchDrop(CifarResNet(8), stage="pt", policy_kind="fixed_h", num_kept=8)
+    with pytest.raises(ValueError, match="needs a `policy`"):
+        PatchDrop(CifarResNet(8), None, stage="pt")
+    with pytest.raises(KeyError, match="degradation"):
+        _pd()._evaluate({"hr": torch.rand(2, 3, 32, 32), "label": torch.zeros(2, dtype=torch.long)}, 0, "val")
+    with pytest.raises(ValueError, match="patches"):
+        PatchDrop(CifarResNet(8), CifarResNet(8, 9), stage="pt", channels_last=False, hr_checkpoint=None).policy_probs(torch.rand(1, 3, 8, 8))
+
+
+def test_frozen_networks_stay_in_eval_without_gradients() -> None:
+    pt = _pd("pt").train()
+    assert not pt.hr_classifier.training and pt.policy.training
+    assert not any(p.requires_grad for p in pt.hr_classifier.parameters())
+    ft1 = _pd("ft1").train()
+    assert ft1.hr_classifier.training and all(p.requires_grad for p in ft1.hr_classifier.parameters())
+    ft2 = _pd("ft2").train()
+    assert not ft2.lr_classifier.training and ft2.hr_classifier.training
+    # Ft-2 without lr_checkpoint: the LR stream starts as a copy of the HR classifier (paper Sec. 5.1)
+    for k, v in ft2.lr_classifier.state_dict().items():
+        assert torch.equal(v, ft2.hr_classifier.state_dict()[k])
+
+
+def test_baseline_actions() -> None:
+    lr = torch.rand(5, 3, 8, 8)
+    assert _pd("ft1", "fixed_h", num_kept=4).deterministic_actions(lr, 5)[0].nonzero().flatten().tolist() == [5, 6, 9, 10]
+    assert _pd("ft1", "fixed_v", num_kept=4).deterministic_actions(lr, 5)[0].nonzero().flatten().tolist() == [4, 5, 6, 7]
+    assert _pd("ft1", "full").deterministic_actions(lr, 5).sum().item() == 80
+    assert _pd("ft1", "none").deterministic_actions(lr, 5).sum().item() == 0
+    sal = _pd("ft1", "saliency", num_kept=3).deterministic_actions(lr, 5)
+    assert sal.sum(1).tolist() == [3] * 5
+    st = _pd("ft1", "stochastic", num_kept=6.0)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(st.deterministic_actions(lr, 5, g1), st.deterministic_actions(lr, 5, g2))  # seeded evaluation
+
+
+def test_stage_chaining_through_checkpoints(tmp_path: Path) -> None:
+    """Pt's checkpoint initialises Ft-1 (policy + HR classifier); a classifier checkpoint with
+    ``net.*`` keys initialises the HR stream."""
+    pt = _pd("pt")
+    torch.save({"state_dict": pt.state_dict()}, tmp_path / "pt.ckpt")
+    torch.save({"state_dict": {f"net.{k}": v for k, v in pt.hr_classifier.state_dict().items()}}, tmp_path / "hr.ckpt")
+    ft1 = _pd("ft1", init_checkpoint=str(tmp_path / "pt.ckpt"))
+    for name in ("policy", "hr_classifier"):
+        for k, v in getattr(pt, name).state_dict().items():
+            assert torch.equal(v, getattr(ft1, name).state_dict()[k]), (name, k)
+    fixed = _pd("ft1", "fixed_h", num_kept=8, hr_checkpoint=str(tmp_path / "hr.ckpt"))
+    for k, v in pt.hr_classifier.state_dict().items():
+        assert torch.equal(v, fixed.hr_classifier.state_dict()[k])
+    torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match="no policy"):
+        _pd("ft1", init_checkpoint=str(tmp_path / "bad.ckpt"))
+
+
+def test_hard_positive_classifier_masks_the_top_patches() -> None:
+    """The M most probable patches of the policy are replaced by the mean colour in training only."""
+    torch.manual_seed(0)
+
+    class FixedPolicy(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            s = torch.full((x.shape[0], 16), -5.0)
+            s[:, [5, 6, 9, 10]] = torch.tensor([4.0, 3.0, 2.0, 1.0])
+            return s
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = AugmentedClassifier(CifarResNet(8), "hard_positive", FixedPolicy(), min_masked=4, max_masked=4, channels_last=False)
+    hr = torch.rand(2, 3, 32, 32)
+    batch = {"hr": hr, "lr": F.avg_pool2d(hr, 4), "label": torch.zeros(2, dtype=torch.long)}
+    m.train()
+    x = m._input(batch)
+    mean = torch.tensor(m.hparams.mean).view(3, 1, 1)
+    for p in (5, 6, 9, 10):
+        r, c = divmod(p, 4)
+        torch.testing.assert_close(x[:, :, 8 * r: 8 * r + 8, 8 * c: 8 * c + 8], mean.expand(2, 3, 8, 8))
+    assert torch.equal(x[:, :, :8], hr[:, :, :8])
+    m.eval()
+    assert torch.equal(m._input(batch), hr)  # testing uses the original images
+    assert "policy" not in m.hparams
+
+
+# -- DDP --------------------------------------------------------------------------------------------
+
+RANK_DUMP = """
+from lightning.pytorch import Callback
+import torch, os
+class Dump(Callback):
+    def on_train_start(self, trainer, pl_module):
+        torch.save(pl_module.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"start{trainer.global_rank}.pt"))
+    def on_train_end(self, trainer, pl_module):
+        torch.save(pl_module.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"rank{trainer.global_rank}.pt"))
+"""
+
+
+@pytest.mark.slow
+def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -> None:
+    """Ft-1 (policy + HR classifier, manual optimisation) under strategy=ddp on 2 CPU processes:
+    both ranks end with identical weights, different from the start."""
+    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
+    extra = tmp_path / "cb.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
+    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "DUMP_DIR": str(tmp_path),
+           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    cmd = [
+        sys.executable, "-m", "lr_lightning", "fit", "--config", str(REPO / "configs" / "patchdrop" / "cifar10_ft1.yaml"),
+        "--config", str(extra), "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        "--trainer.max_steps=3", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=8", "--model.init_args.lr=0.01",
+        "--model.init_args.classifier_lr=0.01",
+    ]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    start = torch.load(tmp_path / "start0.pt", weights_only=True)
+    for k, v in r0.items():
+        torch.testing.assert_close(v, r1[k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(start["policy.fc.weight"], r0["policy.fc.weight"])
+    assert not torch.equal(start["hr_classifier.fc.weight"], r0["hr_classifier.fc.weight"])
