@@ -102,6 +102,7 @@ class Bench:
         res = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)[0]
         out: dict[str, Any] = {"name": name, "checkpoint": best, "train_s": round(fit_s, 1), "epochs": epochs if train else 0,
                                "acc": round(100 * float(res["test/acc"]), 2), "log_dir": os.path.relpath(trainer.log_dir, REPO)}
+        out.update({f"acc_{k.split('/')[-1]}": round(100 * float(v), 2) for k, v in res.items() if k.startswith("test/acc/")})
         if "test/S" in res:
             out["S"] = round(float(res["test/S"]), 2)
         stats = Path(trainer.log_dir) / "patchdrop_test.json"
@@ -114,7 +115,8 @@ class Bench:
     # -- stages --------------------------------------------------------------------------------
     def classifiers(self) -> tuple[dict[str, Any], dict[str, Any]]:
         p = self.p
-        hr = self.run("classifier_hr", "cifar10_classifier_hr.yaml", p["hr_epochs"], [])
+        # SR baseline: the HR classifier on the LR image upsampled with bicubic interpolation
+        hr = self.run("classifier_hr", "cifar10_classifier_hr.yaml", p["hr_epochs"], ["--model.init_args.test_degradations=[nearest4+up]"])
         lr = self.run("classifier_lr", "cifar10_classifier_lr.yaml", p["lr_epochs"],
                       [f"--model.init_args.init_checkpoint={hr['checkpoint']}"])
         return hr, lr
@@ -302,6 +304,7 @@ def main_bench() -> None:
 
     rows: list[dict[str, Any]] = [
         {"method": "LR-CNN", "stage": None, "acc": lr["acc"], "S": 0},
+        {"method": "SR (bicubic) + HR-CNN", "stage": None, "acc": hr["acc_nearest4+up"], "S": 0},
         {"method": "HR-CNN", "stage": None, "acc": hr["acc"], "S": 16},
     ]
     for kind, label in BASELINES.items():
@@ -327,7 +330,7 @@ def main_bench() -> None:
 
     # Table-2 layout: one line per method, Pt / Ft-1 / Ft-2 accuracies and S
     table = []
-    for method in ["LR-CNN", "HR-CNN", *BASELINES.values(), "PatchDrop"]:
+    for method in ["LR-CNN", "SR (bicubic) + HR-CNN", "HR-CNN", *BASELINES.values(), "PatchDrop"]:
         rs = [r for r in rows if r["method"] == method]
         if rs[0]["stage"] is None:
             r = rs[0]
