@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+import lr_lightning.methods.patchdrop  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
 from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
 from benchmarks.common import REPO, RESULTS, markdown_table, median_time, write_results  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
-import lr_lightning.methods.patchdrop  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
 
 CFG = REPO / "configs" / "patchdrop"
 PROFILES: dict[str, dict[str, Any]] = {
@@ -208,7 +208,7 @@ def step_profile(ft1_ckpt: str | None, hr_ckpt: str | None, repeats: int, batch:
         task.train()
         opt = torch.optim.Adam([q for q in task.parameters() if q.requires_grad], lr=1e-4)
 
-        def full_step() -> None:
+        def full_step(task: Any = task, opt: torch.optim.Optimizer = opt) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 x = task.normalize(hr)
                 loss = task._reinforce_loss(x, lr, y, None, {})
@@ -216,7 +216,7 @@ def step_profile(ft1_ckpt: str | None, hr_ckpt: str | None, repeats: int, batch:
             loss.backward()
             opt.step()
 
-        def agent_and_masks() -> None:
+        def agent_and_masks(task: Any = task) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
                 x = task.normalize(hr)
                 probs = task.policy_probs(lr)

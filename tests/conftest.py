@@ -70,3 +70,44 @@ def tiny_cifar(tmp_path: Path) -> Path:
     for split, n in (("train", 6), ("test", 2)):
         write_image_folder(tmp_path / "cifar10" / split, classes=10, per_class=n, size=32)
     return tmp_path
+
+
+RANK_DUMP = """
+from lightning.pytorch import Callback
+import torch, os
+class Dump(Callback):
+    def _save(self, trainer, pl_module, name):
+        gen = getattr(pl_module, "task_generator", None)
+        torch.save({"state": pl_module.state_dict(), "tasks": gen.get_state() if gen is not None else None},
+                   os.path.join(os.environ["DUMP_DIR"], f"{name}{trainer.global_rank}.pt"))
+    def on_train_start(self, trainer, pl_module):
+        self._save(trainer, pl_module, "start")
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer, pl_module, "rank")
+"""
+
+
+def ddp_fit_rank_dumps(config: Path, data_root: Path, tmp_path: Path, args: list[str], timeout: int = 300) -> tuple[dict, dict, dict]:
+    """Run ``lr-lightning fit`` with ``strategy=ddp`` on 2 CPU processes (a CLI subprocess, with a
+    timeout) and return what rank 0 held at the start and what ranks 0 and 1 held at the end:
+    ``{"state": module state dict, "tasks": task-generator state or None}`` each."""
+    import subprocess
+    import sys
+
+    import torch
+
+    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
+    extra = tmp_path / "cb.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
+    env = {**os.environ, "LR_LIGHTNING_DATA": str(data_root), "DUMP_DIR": str(tmp_path),
+           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    cmd = [
+        sys.executable, "-m", "lr_lightning", "fit", "--config", str(config), "--config", str(extra),
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", *args,
+    ]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    load = lambda name: torch.load(tmp_path / f"{name}.pt", weights_only=True)  # noqa: E731
+    return load("start0"), load("rank0"), load("rank1")

@@ -4,9 +4,6 @@ the CLI test stage and a 2-process DDP step."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +25,7 @@ from lr_lightning.methods.maml_degradation import (
     split_tasks,
 )
 from lr_lightning.nn import Conv4
-from tests.conftest import REPO, write_image_folder
+from tests.conftest import REPO, ddp_fit_rank_dumps, write_image_folder
 
 CONFIG = REPO / "configs" / "maml_degradation" / "cifar10_maml_conv4_x2.yaml"
 
@@ -193,42 +190,16 @@ def test_bad_target_factor_is_rejected() -> None:
         _module(test_targets=["bilinear4"])
 
 
-RANK_DUMP = """
-from lightning.pytorch import Callback
-import torch, os
-class Dump(Callback):
-    def on_train_start(self, trainer, pl_module):
-        torch.save(pl_module.net.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"start{trainer.global_rank}.pt"))
-
-    def on_train_end(self, trainer, pl_module):
-        torch.save({"state": pl_module.net.state_dict(), "tasks": pl_module.task_generator.get_state()},
-                   os.path.join(os.environ["DUMP_DIR"], f"rank{trainer.global_rank}.pt"))
-"""
-
-
 def test_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -> None:
     """A 2-process DDP meta-step (CLI subprocess): both ranks end with the same weights."""
-    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
-    extra = tmp_path / "cb.yaml"
-    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
-    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "DUMP_DIR": str(tmp_path),
-           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    cmd = [
-        sys.executable, "-m", "lr_lightning", "fit", "--config", str(CONFIG), "--config", str(extra),
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=16",
-        "--model.init_args.inner_steps=2", "--model.init_args.lr=0.01",
-    ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    start, r0, r1 = ddp_fit_rank_dumps(
+        CONFIG, tiny_cifar, tmp_path,
+        ["--trainer.max_steps=2", "--data.init_args.batch_size=16", "--model.init_args.inner_steps=2", "--model.init_args.lr=0.01"],
+    )
     assert not torch.equal(r0["tasks"], r1["tasks"])  # the ranks sampled different tasks
-    start = torch.load(tmp_path / "start0.pt", weights_only=True)
     for k, v in r0["state"].items():
         torch.testing.assert_close(v, r1["state"][k], rtol=0, atol=0, msg=k)
-    assert not torch.equal(start["classifier.weight"], r0["state"]["classifier.weight"])  # 2 steps were taken
+    assert not torch.equal(start["state"]["net.classifier.weight"], r0["state"]["net.classifier.weight"])  # 2 steps were taken
     # the ranks saw different data and tasks, so identical weights mean averaged meta-gradients
 
 

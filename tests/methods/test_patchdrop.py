@@ -4,9 +4,6 @@ a 2-process DDP Ft-1 run."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +11,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lr_lightning.methods.patchdrop import AugmentedClassifier, PatchDrop, cutout_mask, hard_positive_actions, policy_statistics
+from lr_lightning.methods.patchdrop import (
+    AugmentedClassifier,
+    PatchDrop,
+    cutout_mask,
+    hard_positive_actions,
+    policy_statistics,
+    rl,
+)
 from lr_lightning.methods.patchdrop import grid as G
-from lr_lightning.methods.patchdrop import rl
 from lr_lightning.nn import CifarResNet, PatchBagNet
-from tests.conftest import REPO
+from tests.conftest import REPO, ddp_fit_rank_dumps
 
 # -- reward, advantage, Eq. 9-11 -------------------------------------------------------------------
 
@@ -380,39 +383,15 @@ def test_hard_positive_classifier_masks_the_top_patches() -> None:
 
 # -- DDP --------------------------------------------------------------------------------------------
 
-RANK_DUMP = """
-from lightning.pytorch import Callback
-import torch, os
-class Dump(Callback):
-    def on_train_start(self, trainer, pl_module):
-        torch.save(pl_module.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"start{trainer.global_rank}.pt"))
-    def on_train_end(self, trainer, pl_module):
-        torch.save(pl_module.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"rank{trainer.global_rank}.pt"))
-"""
-
-
 @pytest.mark.slow
 def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -> None:
     """Ft-1 (policy + HR classifier, manual optimisation) under strategy=ddp on 2 CPU processes:
     both ranks end with identical weights, different from the start."""
-    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
-    extra = tmp_path / "cb.yaml"
-    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
-    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "DUMP_DIR": str(tmp_path),
-           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    cmd = [
-        sys.executable, "-m", "lr_lightning", "fit", "--config", str(REPO / "configs" / "patchdrop" / "cifar10_ft1.yaml"),
-        "--config", str(extra), "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--trainer.max_steps=3", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=8", "--model.init_args.lr=0.01",
-        "--model.init_args.classifier_lr=0.01",
-    ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    start = torch.load(tmp_path / "start0.pt", weights_only=True)
-    for k, v in r0.items():
-        torch.testing.assert_close(v, r1[k], rtol=0, atol=0, msg=k)
-    assert not torch.equal(start["policy.fc.weight"], r0["policy.fc.weight"])
-    assert not torch.equal(start["hr_classifier.fc.weight"], r0["hr_classifier.fc.weight"])
+    start, r0, r1 = ddp_fit_rank_dumps(
+        REPO / "configs" / "patchdrop" / "cifar10_ft1.yaml", tiny_cifar, tmp_path,
+        ["--trainer.max_steps=3", "--data.init_args.batch_size=8", "--model.init_args.lr=0.01", "--model.init_args.classifier_lr=0.01"],
+    )
+    for k, v in r0["state"].items():
+        torch.testing.assert_close(v, r1["state"][k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(start["state"]["policy.fc.weight"], r0["state"]["policy.fc.weight"])
+    assert not torch.equal(start["state"]["hr_classifier.fc.weight"], r0["state"]["hr_classifier.fc.weight"])

@@ -1,6 +1,10 @@
 """PatchDrop (paper C): learning when and where to acquire HR patches from the LR image."""
 
-from lr_lightning.methods.patchdrop.augment import AugmentedClassifier, cutout_mask, hard_positive_actions
+from lr_lightning.methods.patchdrop.augment import (
+    AugmentedClassifier,
+    cutout_mask,
+    hard_positive_actions,
+)
 from lr_lightning.methods.patchdrop.module import PatchDrop, policy_statistics
 
 __all__ = ["AugmentedClassifier", "PatchDrop", "cutout_mask", "hard_positive_actions", "policy_statistics"]
