@@ -207,3 +207,15 @@ def test_ssim_y_hand_case() -> None:
     torch.testing.assert_close(ssim_y(x, x, shave=4), torch.ones(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="11x11"):
         ssim_y(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), shave=4)
+
+
+def test_test_run_writes_figures(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    task, _ = _task(tmp_path)
+    trainer = Trainer(logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", default_root_dir=tmp_path)
+    res = trainer.test(task, _loader(_batches(2)), verbose=False)[0]
+    assert {"test/loss", "test/acc", "test/acc_hr", "test/psnr_y", "test/ssim_y", "test/cross_loss"} <= set(res)
+    figs = Path(trainer.log_dir) / "figures"
+    assert (figs / "per_class_acc.png").stat().st_size > 0 and (figs / "grid.png").stat().st_size > 0

@@ -14,6 +14,7 @@ LR inputs come either from the data module (``batch["lr"]``, e.g. bicubic x4 on 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -151,6 +152,9 @@ class DarioNetTask(BaseTask):
         self.test_image_metrics = self.val_image_metrics.clone(prefix="test/")
         self.val_acc_hr = MulticlassAccuracy(n, average="micro")
         self.test_acc_hr = MulticlassAccuracy(n, average="micro")
+        # per-class accuracies for the test-time figure (paper B, Fig. 3/5)
+        self.test_class_acc = nn.ModuleDict({k: MulticlassAccuracy(n, average="none") for k in ("HR", "SR")})
+        self._grid: dict[str, Tensor] | None = None
         return MetricCollection({"acc": MulticlassAccuracy(n, average="micro")})
 
     def train(self, mode: bool = True) -> DarioNetTask:
@@ -213,9 +217,10 @@ class DarioNetTask(BaseTask):
         self.log("train/loss", loss, batch_size=bs, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, Any], stage: Literal["val", "test"]) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: Literal["val", "test"]) -> tuple[Tensor, ...]:
         hr = batch["hr"]
-        sr = self.super_resolve(self.lr_input(batch), tuple(hr.shape[-2:])).float().clamp(0, 1)
+        lr = self.lr_input(batch)
+        sr = self.super_resolve(lr, tuple(hr.shape[-2:])).float().clamp(0, 1)
         logits_sr = self.teacher_logits(sr)
         logits_hr = self.teacher_logits(hr)
         # SR folders have no labels: the teacher's HR prediction stands in for them.
@@ -235,12 +240,42 @@ class DarioNetTask(BaseTask):
         self.log_dict(metrics, batch_size=bs, prog_bar=stage == "val")
         self.log_dict(image_metrics, batch_size=bs)
         self.log(f"{stage}/acc_hr", acc_hr, batch_size=bs)
+        return lr, sr, logits_sr, logits_hr, y
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        lr, sr, logits_sr, logits_hr, y = self._eval_step(batch, "test")
+        hr = batch["hr"]
+        self.test_class_acc["HR"].update(logits_hr, y)
+        self.test_class_acc["SR"].update(logits_sr, y)
+        if batch_idx == 0:
+            k = min(8, hr.shape[0])
+            up = upsample(lr[:k].float(), tuple(hr.shape[-2:]), mode="bicubic")
+            self._grid = {"HR": hr[:k], "LR": lr[:k], "bicubic": up, "SR": sr[:k]}
+
+    def on_test_epoch_end(self) -> None:
+        """Write the per-class accuracy differences (SR vs HR) and an image grid of the first
+        test batch (HR / LR / bicubic / SR) to ``<log_dir>/figures`` and log them to loggers
+        that take images (W&B ``log_image``)."""
+        acc = {k: (m.compute() * 100).tolist() for k, m in self.test_class_acc.items()}
+        for m in self.test_class_acc.values():
+            m.reset()
+        log_dir = self.trainer.log_dir
+        if log_dir is None or not self.trainer.is_global_zero or self._grid is None:
+            return
+        from lr_lightning.methods.darionet.figures import save_image_grid, save_per_class_figure
+
+        names = getattr(self.trainer.datamodule, "classes", None) or [str(c) for c in range(len(acc["HR"]))]
+        paths = [
+            save_per_class_figure(Path(log_dir) / "figures" / "per_class_acc.png", names, acc,
+                                  title="Per-class accuracy of the teacher on SR vs on HR"),
+            save_image_grid(Path(log_dir) / "figures" / "grid.png", self._grid),
+        ]
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # e.g. WandbLogger
+                logger.log_image(key="test/darionet", images=[str(p) for p in paths], step=self.global_step)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():
