@@ -42,6 +42,7 @@ from lr_lightning.data import CIFAR10_MEAN, CIFAR10_STD, CIFARDataModule  # noqa
 from lr_lightning.data.sr import load_folder_images  # noqa: E402
 from lr_lightning.degrade import Degradation, upsample  # noqa: E402
 from lr_lightning.methods.darionet import load_weights  # noqa: E402
+from lr_lightning.methods.darionet.figures import save_image_grid, save_per_class_figure  # noqa: E402
 from lr_lightning.metrics import psnr_y, ssim_y  # noqa: E402
 from lr_lightning.nn import CifarResNet, RRDBNet  # noqa: E402
 
@@ -150,49 +151,6 @@ def per_class(preds: dict[str, torch.Tensor], labels: torch.Tensor, classes: lis
     for name, p in preds.items():
         out[name] = [round(100 * float((p[labels == c] == c).float().mean()), 2) for c in range(len(classes))]
     return out
-
-
-def plot_per_class(acc: dict[str, list[float]], classes: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = torch.arange(len(classes)).numpy()
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for k, name in enumerate(["SR-L1", "DarioNet"]):
-        diff = [a - b for a, b in zip(acc[name], acc["HR"], strict=True)]
-        ax.bar(x + (k - 0.5) * 0.4, diff, width=0.4, label=f"{name} - HR")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, classes, rotation=30)
-    ax.set_ylabel("accuracy difference (points)")
-    ax.set_title("Per-class accuracy vs the teacher on HR images (CIFAR-10 x4; paper B Fig. 3/5)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_grid(images: dict[str, torch.Tensor], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(images)
-    n = images[names[0]].shape[0]
-    fig, axes = plt.subplots(n, len(names), figsize=(1.6 * len(names), 1.6 * n))
-    for r in range(n):
-        for c, name in enumerate(names):
-            ax = axes[r, c]
-            ax.imshow(images[name][r].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def sr_sets_psnr(fns: dict[str, Any], root: Path, sets: list[str]) -> dict[str, dict[str, float]]:
@@ -304,7 +262,8 @@ def main_bench() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_class = out_dir / f"{prefix}_per_class.png"
     fig_grid = out_dir / f"{prefix}_grid.png"
-    plot_per_class(class_acc, classes, fig_class)
+    save_per_class_figure(fig_class, classes, {k: class_acc[k] for k in ("HR", "SR-L1", "DarioNet")},
+                          title="Per-class accuracy vs the teacher on HR images (CIFAR-10 x4; paper B Fig. 3/5)")
     deg = Degradation("bicubic", SCALE)
     # two images of each of 4 classes (the first ones in the test order)
     pick = torch.cat([torch.nonzero(labels == c)[:2, 0] for c in (0, 3, 5, 8)])
@@ -313,7 +272,7 @@ def main_bench() -> None:
     with torch.no_grad():
         grid = {"HR": hr_pick, "LR (8x8)": F.interpolate(lr_pick, scale_factor=SCALE, mode="nearest"),
                 "bicubic": methods["bicubic"](lr_pick), "SR-L1": sr_l1(lr_pick), "DarioNet": dario(lr_pick)}
-    plot_grid(grid, fig_grid)
+    save_image_grid(fig_grid, grid)
 
     wall = time.perf_counter() - t_start
     by = {r["method"]: r for r in rows}
