@@ -180,6 +180,10 @@ def main_bench() -> None:
     parser.add_argument("--darionet-ckpt", default=None, help="reuse a DarioNet checkpoint (skips stage 3)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / NAME))
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results (calibration)")
+    parser.add_argument("--name", default=NAME, help="results file name (benchmarks/results/<name>.json)")
+    parser.add_argument("--no-bf16-check", action="store_true", help="skip the bf16 SR check")
+    parser.add_argument("--extra-pixel-weight", type=float, default=None,
+                        help="also train a DarioNet variant with this L1 pixel-loss weight (extra row 'DarioNet+L1')")
     for key in ("teacher_epochs", "sr_epochs", "dn_epochs", "nf", "nb", "gc", "batch_size", "train_subset", "eval_subset"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     args = parser.parse_args()
@@ -209,6 +213,13 @@ def main_bench() -> None:
             *_net_args(args), f"--model.init_args.net_ckpt={sr_ckpt}", f"--model.init_args.teacher_ckpt={teacher_ckpt}",
         ])
 
+    extra_ckpt = None
+    if args.extra_pixel_weight is not None:
+        extra_ckpt, timings["darionet_l1_train_s"], _ = _fit(DN_CFG, "darionet_l1", args, args.dn_epochs, [
+            *_net_args(args), f"--model.init_args.net_ckpt={sr_ckpt}", f"--model.init_args.teacher_ckpt={teacher_ckpt}",
+            f"--model.init_args.pixel_weight={args.extra_pixel_weight}",
+        ])
+
     # -- evaluation ------------------------------------------------------------------------------
     torch.manual_seed(0)
     teacher = Teacher(load_weights(CifarResNet(20, num_classes=10), teacher_ckpt))
@@ -226,11 +237,15 @@ def main_bench() -> None:
         return lambda lr: upsample(lr, (lr.shape[-2] * SCALE, lr.shape[-1] * SCALE), mode=mode)
 
     methods = {"HR": None, "bicubic": up("bicubic"), "bilinear": up("bilinear"), "SR-L1": sr_l1, "DarioNet": dario}
+    sr_methods = {"bicubic": up("bicubic"), "SR-L1": sr_l1, "DarioNet": dario}
+    if extra_ckpt is not None:
+        extra = load_weights(RRDBNet(SCALE, nf=args.nf, nb=args.nb, gc=args.gc), extra_ckpt).eval()
+        methods["DarioNet+L1"] = sr_methods["DarioNet+L1"] = extra
     rows, preds = evaluate(methods, teacher, hr_all, labels)
     class_acc = per_class(preds, labels, classes)
 
     bf16_check = None
-    if PROFILES[args.profile]["bf16_check"]:
+    if PROFILES[args.profile]["bf16_check"] and not args.no_bf16_check:
         deg = Degradation("bicubic", SCALE)
         sub = hr_all[:2000]
         with torch.no_grad():
@@ -254,15 +269,15 @@ def main_bench() -> None:
         bf16_check["train_loss_db"] = round(bf16_check["train_32-true_psnr_y"] - bf16_check["train_bf16-mixed_psnr_y"], 3)
         print(f"[bf16 check] {bf16_check}", flush=True)
 
-    sets = sr_sets_psnr({"bicubic": up("bicubic"), "SR-L1": sr_l1, "DarioNet": dario}, data_root, ["Set5", "Set14"])
+    sets = sr_sets_psnr(sr_methods, data_root, ["Set5", "Set14"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    prefix = f"{NAME}_{args.profile}" if args.no_write else NAME
+    prefix = f"{args.name}_{args.profile}" if args.no_write else args.name
     out_dir = Path(args.out) if args.no_write else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_class = out_dir / f"{prefix}_per_class.png"
     fig_grid = out_dir / f"{prefix}_grid.png"
-    save_per_class_figure(fig_class, classes, {k: class_acc[k] for k in ("HR", "SR-L1", "DarioNet")},
+    save_per_class_figure(fig_class, classes, {k: class_acc[k] for k in ("HR", *methods) if k in ("HR", "SR-L1", "DarioNet", "DarioNet+L1")},
                           title="Per-class accuracy vs the teacher on HR images (CIFAR-10 x4; paper B Fig. 3/5)")
     deg = Degradation("bicubic", SCALE)
     # two images of each of 4 classes (the first ones in the test order)
@@ -272,6 +287,8 @@ def main_bench() -> None:
     with torch.no_grad():
         grid = {"HR": hr_pick, "LR (8x8)": F.interpolate(lr_pick, scale_factor=SCALE, mode="nearest"),
                 "bicubic": methods["bicubic"](lr_pick), "SR-L1": sr_l1(lr_pick), "DarioNet": dario(lr_pick)}
+        if extra_ckpt is not None:
+            grid["DarioNet+L1"] = methods["DarioNet+L1"](lr_pick)
     save_image_grid(fig_grid, grid)
 
     wall = time.perf_counter() - t_start
@@ -289,13 +306,14 @@ def main_bench() -> None:
         "bf16_sr_check": bf16_check,
         "timings_s": {k: (round(v, 1) if v is not None else None) for k, v in timings.items()},
         "checkpoints": {"teacher": os.path.relpath(teacher_ckpt, REPO), "sr_l1": os.path.relpath(sr_ckpt, REPO),
-                        "darionet": os.path.relpath(dn_ckpt, REPO)},
+                        "darionet": os.path.relpath(dn_ckpt, REPO),
+                        "darionet_l1": os.path.relpath(extra_ckpt, REPO) if extra_ckpt else None},
         "figures": {"per_class": os.path.relpath(fig_class, REPO), "grid": os.path.relpath(fig_grid, REPO)},
         "settings": {
             "profile": args.profile, "teacher": "CifarResNet(20), configs/baselines/cifar10_hr_cnn.yaml (bf16-mixed, channels_last)",
             "teacher_epochs": None if args.teacher_ckpt else args.teacher_epochs,
             "sr_net": f"RRDBNet(x4, nf={args.nf}, nb={args.nb}, gc={args.gc})", "sr_epochs": args.sr_epochs,
-            "darionet_epochs": args.dn_epochs, "batch_size": args.batch_size, "train_subset": args.train_subset,
+            "darionet_epochs": args.dn_epochs, "darionet_l1_pixel_weight": args.extra_pixel_weight, "batch_size": args.batch_size, "train_subset": args.train_subset,
             "sr_precision": "32-true", "lr": "bicubic x4 (antialiased, PIL-like), 32 -> 8",
             "eval": f"CIFAR-10 test set, {len(labels)} images; PSNR-Y / SSIM-Y shave 4 (SSIM: torchmetrics on Y, data range 255)",
             "cross_loss": "mean over images and logits of (teacher(x) - teacher(HR))^2",
@@ -305,7 +323,7 @@ def main_bench() -> None:
     md += markdown_table(rows, ["method", "acc", "ce", "cross_loss", "psnr_y", "ssim_y", "eval_s"])
     md += f"\nPaper ordering: {ordering}\n"
     md += "\n## Set5 / Set14 PSNR-Y (x4, CIFAR-trained nets)\n\n"
-    md += markdown_table([{"set": s, **v} for s, v in sets.items()], ["set", "bicubic", "SR-L1", "DarioNet"])
+    md += markdown_table([{"set": s, **v} for s, v in sets.items()], ["set", *sr_methods])
     md += "\n## Per-class accuracy (%)\n\n"
     md += markdown_table([{"class": c, **{k: v[i] for k, v in class_acc.items()}} for i, c in enumerate(classes)],
                          ["class", *class_acc])
@@ -316,7 +334,7 @@ def main_bench() -> None:
         print(md)
         print(f"(--no-write) wall {wall:.0f} s")
         return
-    json_path, md_path = write_results(NAME, payload, md, wall)
+    json_path, md_path = write_results(args.name, payload, md, wall)
     print(md)
     print(f"wrote {json_path} and {md_path}")
 
