@@ -391,7 +391,11 @@ def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Pat
         REPO / "configs" / "patchdrop" / "cifar10_ft1.yaml", tiny_cifar, tmp_path,
         ["--trainer.max_steps=3", "--data.init_args.batch_size=8", "--model.init_args.lr=0.01", "--model.init_args.classifier_lr=0.01"],
     )
-    for k, v in r0["state"].items():
-        torch.testing.assert_close(v, r1["state"][k], rtol=0, atol=0, msg=k)
+    # parameters (averaged gradients) are identical; batch-norm running statistics are per rank
+    # between steps (DDP broadcasts rank 0's buffers at every forward; checkpoints come from rank 0)
+    params = [k for k in r0["state"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(k.startswith("policy.") for k in params) and any(k.startswith("hr_classifier.") for k in params)
+    for k in params:
+        torch.testing.assert_close(r0["state"][k], r1["state"][k], rtol=0, atol=0, msg=k)
     assert not torch.equal(start["state"]["policy.fc.weight"], r0["state"]["policy.fc.weight"])
     assert not torch.equal(start["state"]["hr_classifier.fc.weight"], r0["state"]["hr_classifier.fc.weight"])
