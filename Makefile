@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Offline data: this repository's CI keeps CIFAR-10 (ImageFolder PNGs) in ../shared/data.
-LR_LIGHTNING_DATA ?= $(if $(wildcard ../shared/data/cifar10),../shared/data,./data)
+LR_LIGHTNING_DATA ?= $(if $(wildcard ../shared/data/cifar10),$(abspath ../shared/data),$(abspath ./data))
 export LR_LIGHTNING_DATA
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline

@@ -48,8 +48,9 @@ def _data_args(cfg: dict, tmp_path: Path) -> list[str]:
         init = data.get("init_args", {})
         dirs = [*init.get("train_dirs", []), *init.get("val_dirs", []), *init.get("test_dirs", [])]
         if root is None or not all((root / d).is_dir() for d in dirs):
+            size = max(96, 2 * int(init.get("patch_size", 48)))  # larger than the training patch
             for d in dirs:
-                write_images(tmp_path / "srdata" / d, 2, 96)
+                write_images(tmp_path / "srdata" / d, 2, size)
             args.append(f"--data.init_args.root={tmp_path / 'srdata'}")
     elif cls.endswith("PretextFolderDataModule"):
         init = data.get("init_args", {})
@@ -76,8 +77,9 @@ def test_configs_exist() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
 def test_config_fits(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = yaml.safe_load(config.read_text())
+    data_args = _data_args(cfg, tmp_path)  # before chdir: LR_LIGHTNING_DATA may be a relative path
     monkeypatch.chdir(tmp_path)  # loggers write relative to the working directory
-    cli = main(["fit", "--config", str(config), *_fast_args(tmp_path), *_data_args(cfg, tmp_path)])
+    cli = main(["fit", "--config", str(config), *_fast_args(tmp_path), *data_args])
     trainer = cli.trainer
     assert trainer.global_step == 2
     assert trainer.checkpoint_callback is not None and Path(trainer.checkpoint_callback.last_model_path).is_file()
