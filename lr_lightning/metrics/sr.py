@@ -8,6 +8,8 @@ over images (BasicSR ``calculate_psnr(..., test_y_channel=True, crop_border=scal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -39,11 +41,13 @@ def psnr_y(sr: Tensor, hr: Tensor, shave: int = 0, quantize: bool = True) -> Ten
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
-class PSNRY(Metric):
-    """Mean over images of :func:`psnr_y` (dB)."""
+class PerImageMeanY(Metric):
+    """Mean over images of a per-image Y-channel score ``score(sr, hr, shave, quantize) -> (B,)``;
+    subclasses set :attr:`score`."""
 
     higher_is_better = True
     full_state_update = False
+    score: Callable[[Tensor, Tensor, int, bool], Tensor]
 
     def __init__(self, shave: int = 0, quantize: bool = True) -> None:
         super().__init__()
@@ -53,9 +57,15 @@ class PSNRY(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, sr: Tensor, hr: Tensor) -> None:
-        values = psnr_y(sr, hr, self.shave, self.quantize)
-        self.total += values.sum()
+        values = type(self).score(sr, hr, self.shave, self.quantize)
+        self.total += values.double().sum()
         self.count += values.numel()
 
     def compute(self) -> Tensor:
         return (self.total / self.count).float()
+
+
+class PSNRY(PerImageMeanY):
+    """Mean over images of :func:`psnr_y` (dB)."""
+
+    score = staticmethod(psnr_y)

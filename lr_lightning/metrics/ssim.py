@@ -9,12 +9,10 @@ quantised to 8 bits first, as :func:`~lr_lightning.metrics.psnr_y` does.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from lr_lightning.metrics.sr import rgb_to_y
+from lr_lightning.metrics.sr import PerImageMeanY, rgb_to_y
 
 
 def ssim_y(sr: Tensor, hr: Tensor, shave: int = 0, quantize: bool = True) -> Tensor:
@@ -33,23 +31,7 @@ def ssim_y(sr: Tensor, hr: Tensor, shave: int = 0, quantize: bool = True) -> Ten
     return structural_similarity_index_measure(ys, yh, data_range=255.0, reduction="none")
 
 
-class SSIMY(Metric):
+class SSIMY(PerImageMeanY):
     """Mean over images of :func:`ssim_y`."""
 
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, shave: int = 0, quantize: bool = True) -> None:
-        super().__init__()
-        self.shave = shave
-        self.quantize = quantize
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, sr: Tensor, hr: Tensor) -> None:
-        values = ssim_y(sr, hr, self.shave, self.quantize)
-        self.total += values.double().sum()
-        self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count).float()
+    score = staticmethod(ssim_y)
