@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -95,3 +97,18 @@ def test_zssr8_weight_count_and_residual() -> None:
         if isinstance(m, nn.Conv2d):
             nn.init.zeros_(m.weight)
     assert torch.equal(net(lr), net.upsample_input(lr))
+
+
+def test_load_module_weights_prefixed_or_plain(tmp_path: Path) -> None:
+    """A task checkpoint (``net.*`` under ``state_dict``) and a plain state dict load the same."""
+    from lr_lightning.nn import load_module_weights
+
+    src = CifarResNet(8)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()} | {"other.x": torch.zeros(1)}}, tmp_path / "task.ckpt")
+    torch.save(src.state_dict(), tmp_path / "plain.pt")
+    for name in ("task.ckpt", "plain.pt"):
+        dst = load_module_weights(CifarResNet(8), tmp_path / name, "net.")
+        for k, v in src.state_dict().items():
+            assert torch.equal(v, dst.state_dict()[k]), (name, k)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_module_weights(CifarResNet(8), tmp_path / "missing.pt")

@@ -9,7 +9,7 @@ from lr_lightning.nn.conv4 import Conv4
 from lr_lightning.nn.resnet_cifar import CifarResNet, resnet8, resnet20, resnet32, resnet56
 from lr_lightning.nn.rrdb import RRDBNet
 from lr_lightning.nn.timm_backbone import TimmClassifier
-from lr_lightning.nn.weights import load_state_dict_file
+from lr_lightning.nn.weights import load_module_weights, load_state_dict_file
 from lr_lightning.nn.zssr import ZSSR8
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "RRDBNet",
     "TimmClassifier",
     "ZSSR8",
+    "load_module_weights",
     "load_state_dict_file",
     "resnet8",
     "resnet20",

@@ -19,11 +19,14 @@ def _unwrap(obj: object, keys: tuple[str, ...]) -> Mapping[str, Tensor]:
     return obj  # type: ignore[return-value]
 
 
+NESTED_KEYS: tuple[str, ...] = ("state_dict", "params_ema", "params", "model")
+
+
 def load_state_dict_file(
     model: nn.Module,
     path: str | os.PathLike[str],
     prefix: str | None = None,
-    nested_keys: tuple[str, ...] = ("state_dict", "params_ema", "params", "model"),
+    nested_keys: tuple[str, ...] = NESTED_KEYS,
     strict: bool = True,
 ) -> nn.Module:
     """Load weights into ``model`` from a ``.pt``/``.pth``/``.ckpt`` file without executing code.
@@ -49,3 +52,14 @@ def load_state_dict_file(
             stacklevel=2,
         )
     return model
+
+
+def load_module_weights(model: nn.Module, path: str | os.PathLike[str], prefix: str = "net.") -> nn.Module:
+    """Load ``model`` from a task checkpoint whose keys carry ``prefix`` (e.g. ``"net."`` for
+    the network of an lr-lightning task, ``"policy."`` for PatchDrop's policy) or, when no key
+    has it, from a plain / BasicSR state dict of the module itself. Always ``weights_only=True``."""
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"weights file not found: {os.fspath(path)!r}; pass the path of a .pt/.pth/.ckpt file")
+    state = _unwrap(torch.load(os.fspath(path), map_location="cpu", weights_only=True), NESTED_KEYS)
+    has_prefix = any(str(k).startswith(prefix) for k in state)
+    return load_state_dict_file(model, path, prefix=prefix if has_prefix else None)

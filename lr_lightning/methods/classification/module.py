@@ -19,15 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import Degradation
 from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
-from lr_lightning.nn.weights import load_state_dict_file
-
-
-def load_network_weights(net: nn.Module, path: str) -> None:
-    """Load ``net`` from an lr-lightning task checkpoint (its ``net.*`` entries) or a plain state dict."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    prefix = "net." if isinstance(state, dict) and any(str(k).startswith("net.") for k in state) else None
-    load_state_dict_file(net, path, prefix=prefix)
+from lr_lightning.nn.weights import load_module_weights
 
 
 class ImageClassifier(BaseTask):
@@ -83,7 +75,7 @@ class ImageClassifier(BaseTask):
         self.register_buffer("mean", torch.tensor(self.hparams.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.hparams.std).view(1, -1, 1, 1), persistent=False)
         if self.hparams.get("init_checkpoint"):
-            load_network_weights(self.net, self.hparams.init_checkpoint)
+            load_module_weights(self.net, self.hparams.init_checkpoint, "net.")
 
     def configure_losses(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.hparams.label_smoothing)

@@ -32,9 +32,7 @@ from lr_lightning.methods.darionet.loss import (
     logit_distillation_loss,
 )
 from lr_lightning.metrics import PSNRY, SSIMY
-from lr_lightning.nn.weights import _unwrap, load_state_dict_file
-
-_NESTED = ("state_dict", "params_ema", "params", "model")
+from lr_lightning.nn.weights import load_module_weights, load_state_dict_file
 
 
 def load_weights(module: nn.Module, path: str, prefix: str | None = "auto") -> nn.Module:
@@ -42,8 +40,7 @@ def load_weights(module: nn.Module, path: str, prefix: str | None = "auto") -> n
     with ``weights_only=True``. ``prefix="auto"`` strips ``"net."`` when the file's keys carry it
     (checkpoints of the project's classifier / SR / DarioNet tasks), else nothing."""
     if prefix == "auto":
-        state = _unwrap(torch.load(path, map_location="cpu", weights_only=True), _NESTED)
-        prefix = "net." if any(k.startswith("net.") for k in state) else None
+        return load_module_weights(module, path, "net.")
     return load_state_dict_file(module, path, prefix=prefix)
 
 

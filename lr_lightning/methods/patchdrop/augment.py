@@ -19,7 +19,7 @@ from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.methods.base import OptimizerName, SchedulerName
 from lr_lightning.methods.classification import ImageClassifier
 from lr_lightning.methods.patchdrop import grid as G
-from lr_lightning.nn.weights import load_state_dict_file
+from lr_lightning.nn.weights import load_module_weights
 
 AugmentKind = Literal["none", "cutout", "hard_positive"]
 
@@ -100,10 +100,7 @@ class AugmentedClassifier(ImageClassifier):
         if self._pending_policy:
             self.policy = self._pending_policy.pop()
             if hp.policy_checkpoint:
-                state = torch.load(hp.policy_checkpoint, map_location="cpu", weights_only=True)
-                state = state.get("state_dict", state)
-                prefix = "policy." if any(k.startswith("policy.") for k in state) else None
-                load_state_dict_file(self.policy, hp.policy_checkpoint, prefix=prefix)
+                load_module_weights(self.policy, hp.policy_checkpoint, "policy.")
             else:
                 warnings.warn("AugmentedClassifier: policy_checkpoint is null, hard positives come from a random policy", stacklevel=2)
             self.policy.requires_grad_(False)

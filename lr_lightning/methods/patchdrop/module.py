@@ -38,9 +38,9 @@ from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import upsample
 from lr_lightning.degrade.resize import UpsampleMode
 from lr_lightning.methods.base import BaseTask, OptimizerName
-from lr_lightning.methods.classification.module import load_network_weights
 from lr_lightning.methods.patchdrop import grid as G
 from lr_lightning.methods.patchdrop import rl
+from lr_lightning.nn.weights import load_module_weights
 
 Stage = Literal["pt", "ft1", "ft2"]
 PolicyKind = Literal["learned", "fixed_h", "fixed_v", "stochastic", "saliency", "full", "none"]
@@ -161,12 +161,12 @@ class PatchDrop(BaseTask):
             self.register_buffer("survival", G.stochastic_survival(hp.grid, float(hp.num_kept)).view(1, -1), persistent=False)
 
         if hp.hr_checkpoint:
-            load_network_weights(self.hr_classifier, hp.hr_checkpoint)
+            load_module_weights(self.hr_classifier, hp.hr_checkpoint, "net.")
         elif not hp.init_checkpoint:
             warnings.warn("PatchDrop: hr_checkpoint is null, the HR classifier starts from random weights", stacklevel=2)
         if hp.stage == "ft2":
             if hp.lr_checkpoint:
-                load_network_weights(self.lr_classifier, hp.lr_checkpoint)
+                load_module_weights(self.lr_classifier, hp.lr_checkpoint, "net.")
             else:
                 warnings.warn("PatchDrop: lr_checkpoint is null, the LR classifier is initialised from the HR classifier", stacklevel=2)
                 self.lr_classifier.load_state_dict(self.hr_classifier.state_dict())
