@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, markdown_table, write_results  # noqa: E402
+from benchmarks.common import REPO, cli_run_args, markdown_table, write_results  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
 
 HR_CFG = str(REPO / "configs" / "baselines" / "cifar10_hr_cnn.yaml")
@@ -50,14 +50,7 @@ def _finished_run(out: str, name: str, epochs: int) -> tuple[Path, Path] | None:
 def train_and_test(config: str, name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     """Train ``config`` (or reuse a finished run of the same name and epochs) and test its best
     validation checkpoint."""
-    common = [
-        f"--trainer.max_epochs={args.epochs}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.logger.init_args.save_dir={args.out}",
-        f"--trainer.logger.init_args.name={name}",
-        f"--trainer.default_root_dir={args.out}",
-    ]
+    common = cli_run_args(args.out, name, args.epochs)
     if args.train_subset:
         common.append(f"--data.init_args.train_subset={args.train_subset}")
     done = _finished_run(args.out, name, args.epochs) if args.resume else None

@@ -90,3 +90,16 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, wall_time_s
     md_path = RESULTS / f"{name}.md"
     md_path.write_text(header + markdown)
     return json_path, md_path
+
+
+def cli_run_args(out: str | Path, name: str, epochs: int) -> list[str]:
+    """LightningCLI overrides shared by the method benchmarks: epochs, no progress bar or model
+    summary, CSV logs and checkpoints under ``out/name``."""
+    return [
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.logger.init_args.name={name}",
+        f"--trainer.default_root_dir={out}",
+    ]

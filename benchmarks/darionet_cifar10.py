@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, markdown_table, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, cli_run_args, markdown_table, write_results  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
 from lr_lightning.data import CIFAR10_MEAN, CIFAR10_STD, CIFARDataModule  # noqa: E402
 from lr_lightning.data.sr import load_folder_images  # noqa: E402
@@ -66,14 +66,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def _common(args: argparse.Namespace, name: str, epochs: int) -> list[str]:
-    out = [
-        f"--trainer.max_epochs={epochs}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.logger.init_args.save_dir={args.out}",
-        f"--trainer.logger.init_args.name={name}",
-        f"--trainer.default_root_dir={args.out}",
-    ]
+    out = cli_run_args(args.out, name, epochs)
     if args.train_subset:
         out.append(f"--data.init_args.train_subset={args.train_subset}")
     return out

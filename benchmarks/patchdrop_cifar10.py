@@ -43,7 +43,14 @@ import torch  # noqa: E402
 
 import lr_lightning.methods.patchdrop  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
 from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
-from benchmarks.common import REPO, RESULTS, markdown_table, median_time, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    cli_run_args,
+    markdown_table,
+    median_time,
+    write_results,
+)
 from lr_lightning.cli import main  # noqa: E402
 
 CFG = REPO / "configs" / "patchdrop"
@@ -73,17 +80,8 @@ class Bench:
         self.runs: dict[str, dict[str, Any]] = {}
 
     def common(self, name: str, epochs: int) -> list[str]:
-        args = [
-            f"--trainer.max_epochs={epochs}",
-            "--trainer.num_sanity_val_steps=0",
-            "--trainer.log_every_n_steps=20",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={self.out}",
-            f"--trainer.logger.init_args.name={name}",
-            f"--trainer.default_root_dir={self.out}",
-            "--data.init_args.eval_batch_size=500",
-        ]
+        args = [*cli_run_args(self.out, name, epochs), "--trainer.num_sanity_val_steps=0",
+                "--trainer.log_every_n_steps=20", "--data.init_args.eval_batch_size=500"]
         if self.p["limit_train"]:
             args += [f"--trainer.limit_train_batches={self.p['limit_train']}", "--trainer.limit_val_batches=2",
                      "--trainer.limit_test_batches=2"]
