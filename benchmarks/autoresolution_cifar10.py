@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, RESULTS, markdown_table, write_results  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
 from lr_lightning.data import CIFARDataModule  # noqa: E402
+from lr_lightning.plotting import pyplot  # noqa: E402
 
 CFG = REPO / "configs" / "autoresolution"
 PAPER_LR = {"random": 0.01, "regression": 0.001, "classification": 0.003}  # Sec. 3.1
@@ -152,10 +153,7 @@ def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | Non
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fracs = sorted({r["labels"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(1, len(fracs), figsize=(5.5 * len(fracs), 4), squeeze=False)

@@ -50,6 +50,7 @@ from lr_lightning.methods.maml_degradation import (  # noqa: E402
 )
 from lr_lightning.methods.sr import SuperResolutionTask  # noqa: E402
 from lr_lightning.nn import ZSSR8, Conv4  # noqa: E402
+from lr_lightning.plotting import pyplot  # noqa: E402
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -377,10 +378,7 @@ def main() -> None:
     curve_val = read_curve(maml_dir, "val/query_loss")
     curve_joint = read_curve(joint_dir, "train/loss")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot(*zip(*curve_train, strict=True), label="MAML train query loss (mean of M=4 tasks)")

@@ -17,6 +17,7 @@ records them).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -53,8 +54,8 @@ class BaseTask(LightningModule):
 
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
-    #: ``__init__`` arguments of a subclass that are networks but not passed in ``modules``; they
-    #: are kept out of the saved hyper-parameters like injected networks.
+    #: ``__init__`` arguments of a subclass that are objects (networks, degradations) not passed in
+    #: ``modules``; they are kept out of the saved hyper-parameters like injected networks.
     network_args: tuple[str, ...] = ()
 
     def __init__(
@@ -97,6 +98,30 @@ class BaseTask(LightningModule):
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+    def register_normalization(self, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]) -> None:
+        """Per-channel ``mean`` / ``std`` buffers (not saved) used by :meth:`normalize`."""
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] -> ``(x - mean) / std`` in the task's memory format (a network input).
+        Needs :meth:`register_normalization` in ``configure_models``."""
+        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def log_image_files(self, key: str, paths: list[str] | list[Path]) -> None:
+        """Send saved figures (PNG files) to every logger that takes images: W&B (``log_image``)
+        and TensorBoard (``add_image``). The CSV logger keeps only the files."""
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # e.g. WandbLogger
+                logger.log_image(key=key, images=[str(p) for p in paths], step=self.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                import numpy as np
+                from PIL import Image
+
+                for i, p in enumerate(paths):
+                    img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                    logger.experiment.add_image(f"{key}/{i}" if len(paths) > 1 else key, img, self.global_step)
+
     def to_input(self, x: Tensor) -> Tensor:
         """Put an input batch in the task's memory format."""
         if self.hparams.get("channels_last", False) and x.ndim == 4:

@@ -347,6 +347,13 @@ def test_stage_chaining_through_checkpoints(tmp_path: Path) -> None:
     fixed = _pd("ft1", "fixed_h", num_kept=8, hr_checkpoint=str(tmp_path / "hr.ckpt"))
     for k, v in pt.hr_classifier.state_dict().items():
         assert torch.equal(v, fixed.hr_classifier.state_dict()[k])
+    # Ft-2 without lr_checkpoint: the LR stream copies the HR classifier *after* init_checkpoint
+    ft1.hr_classifier.fc.weight.data.add_(1.0)
+    torch.save({"state_dict": ft1.state_dict()}, tmp_path / "ft1.ckpt")
+    ft2 = _pd("ft2", init_checkpoint=str(tmp_path / "ft1.ckpt"))
+    for k, v in ft1.hr_classifier.state_dict().items():
+        assert torch.equal(v, ft2.hr_classifier.state_dict()[k]), k
+        assert torch.equal(v, ft2.lr_classifier.state_dict()[k]), k
     torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="no policy"):
         _pd("ft1", init_checkpoint=str(tmp_path / "bad.ckpt"))

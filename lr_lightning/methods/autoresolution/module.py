@@ -44,6 +44,7 @@ from lr_lightning.methods.autoresolution.targets import (
 )
 from lr_lightning.nn.autoresolution import HEAD_PRESETS, AutoresolutionHead, Preset
 from lr_lightning.nn.weights import load_state_dict_file
+from lr_lightning.plotting import pyplot, save_figure
 
 Objective = Literal["classification", "regression"]
 DEFAULT_LR = {"classification": 0.003, "regression": 0.01}  # Sec. 3.1
@@ -118,8 +119,7 @@ class AutoresolutionPretext(PaperRecipeTask):
         hp = self.hparams
         hidden = HEAD_PRESETS[hp.head_preset] if hp.head_hidden is None else hp.head_hidden
         self.head = AutoresolutionHead(self.image_tower.embed_dim, self.patch_tower.embed_dim, list(hidden), 2)
-        self.register_buffer("mean", torch.tensor(hp.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(hp.std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(hp.mean, hp.std)
 
     def configure_metrics(self) -> MetricCollection:
         if self.hparams.objective == "classification":
@@ -135,15 +135,12 @@ class AutoresolutionPretext(PaperRecipeTask):
         r, j = self.patch_tower.receptive_field()
         return r, j, self.patch_tower.grid_size(self.hparams.super_patch)
 
-    def _norm(self, x: Tensor) -> Tensor:
-        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-
     def embed_image(self, lr: Tensor) -> Tensor:
-        return self.image_tower(self._norm(lr))
+        return self.image_tower(self.normalize(lr))
 
     def predict_grid(self, image_embedding: Tensor, super_patch: Tensor) -> Tensor:
         """Head output ``(B, 2, G, G)`` for image embeddings and HR super patches (in [0, 1])."""
-        return self.head(image_embedding, self.patch_tower(self._norm(super_patch))).float()
+        return self.head(image_embedding, self.patch_tower(self.normalize(super_patch))).float()
 
     def make_inputs(self, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(lr, super_patch, oy, ox)``: LR = average-pooled HR (Fig. 1), super patch = random crop."""
@@ -220,26 +217,13 @@ class AutoresolutionPretext(PaperRecipeTask):
         if self.trainer.is_global_zero and self.trainer.log_dir is not None:
             path = Path(self.trainer.log_dir) / "heatmaps" / f"epoch_{self.current_epoch:03d}.png"
             save_heatmap_figure(path, lr[0].cpu(), other[0].cpu(), neg, own[0].cpu(), pos)
-            for logger in self.loggers:
-                if hasattr(logger, "log_image"):  # e.g. WandbLogger
-                    logger.log_image(key="val/heatmap", images=[str(path)], step=self.global_step)
-                elif hasattr(getattr(logger, "experiment", None), "add_figure"):  # TensorBoard
-                    import numpy as np
-                    from PIL import Image
-
-                    img = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-                    logger.experiment.add_image("val/heatmap", img, self.global_step)
+            self.log_image_files("val/heatmap", [path])
 
 
 def save_heatmap_figure(path: Path, lr: Tensor, other: Tensor, neg: Tensor, own: Tensor, pos: Tensor) -> Path:
     """Fig. 2 of paper D: the LR image, a super patch of another image with its binary heat map,
     and (for reference) the image's own super patch with its heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(1, 5, figsize=(12.5, 2.8))
     show = [(lr, "LR image"), (other, "super patch (other image)"), ((neg > 0.5).float(), "belongs? (other)"),
             (own, "super patch (own image)"), ((pos > 0.5).float(), "belongs? (own)")]
@@ -251,9 +235,7 @@ def save_heatmap_figure(path: Path, lr: Tensor, other: Tensor, neg: Tensor, own:
         a.set_title(title, fontsize=9)
         a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 class AutoresolutionClassifier(PaperRecipeTask):
@@ -310,8 +292,7 @@ class AutoresolutionClassifier(PaperRecipeTask):
     def configure_models(self) -> None:
         hp = self.hparams
         self.classifier = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.image_tower.embed_dim, hp.num_classes))
-        self.register_buffer("mean", torch.tensor(hp.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(hp.std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(hp.mean, hp.std)
         if hp.pretrained:
             load_state_dict_file(self.image_tower, hp.pretrained, prefix="image_tower.")
         else:
@@ -336,7 +317,7 @@ class AutoresolutionClassifier(PaperRecipeTask):
         self.image_tower.train(not frozen)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        x = self.normalize(x)
         return self.classifier(self.image_tower(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:

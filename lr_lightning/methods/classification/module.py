@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
@@ -72,8 +71,7 @@ class ImageClassifier(BaseTask):
     net: nn.Module
 
     def configure_models(self) -> None:
-        self.register_buffer("mean", torch.tensor(self.hparams.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.hparams.std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(self.hparams.mean, self.hparams.std)
         if self.hparams.get("init_checkpoint"):
             load_module_weights(self.net, self.hparams.init_checkpoint, "net.")
 
@@ -93,8 +91,7 @@ class ImageClassifier(BaseTask):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Logits for images in [0, 1]."""
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        logits = self.net(self.to_input(x))
+        logits = self.net(self.normalize(x))
         if logits.shape[-1] != self.hparams.num_classes:
             raise ValueError(
                 f"the network outputs {logits.shape[-1]} logits but num_classes is "

@@ -8,21 +8,14 @@ from pathlib import Path
 
 from torch import Tensor
 
-
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from lr_lightning.plotting import pyplot, save_figure
 
 
 def save_per_class_figure(path: Path, classes: Sequence[str], acc: dict[str, Sequence[float]],
                           reference: str = "HR", title: str = "") -> Path:
     """Bars of ``acc[m][c] - acc[reference][c]`` (accuracy points) per class for every other
     method ``m``; with more than 30 classes, a histogram of the differences instead (Fig. 3)."""
-    plt = _pyplot()
+    plt = pyplot()
     others = [m for m in acc if m != reference]
     diffs = {m: [a - b for a, b in zip(acc[m], acc[reference], strict=True)] for m in others}
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -42,16 +35,13 @@ def save_per_class_figure(path: Path, classes: Sequence[str], acc: dict[str, Seq
     ax.set_title(title or f"Per-class accuracy vs {reference}")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def save_image_grid(path: Path, images: dict[str, Tensor]) -> Path:
     """One row per image, one column per entry of ``images`` (``(N, 3, H, W)`` in [0, 1], any
     sizes; shown without interpolation)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(images)
     n = images[names[0]].shape[0]
     fig, axes = plt.subplots(n, len(names), figsize=(1.6 * len(names), 1.6 * n), squeeze=False)
@@ -64,7 +54,4 @@ def save_image_grid(path: Path, images: dict[str, Tensor]) -> Path:
             if r == 0:
                 ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -75,6 +75,9 @@ class DarioNetTask(BaseTask):
 
     monitor = "val/loss"
     mode = "min"
+    # an object, not a hyper-parameter: kept out of the checkpoint so it loads with
+    # weights_only=True (the CLI's saved config records it)
+    network_args = ("lr_degradation",)
 
     def __init__(
         self,
@@ -118,11 +121,10 @@ class DarioNetTask(BaseTask):
         else:
             warnings.warn("teacher_ckpt is null: the teacher keeps the weights it was built with "
                           "(random unless it loaded its own weights file)", stacklevel=2)
+        self.lr_degradation = lr_degradation
         super().__init__(
             optimizer, lr, weight_decay, momentum, betas, scheduler, milestones, gamma, channels_last,
-            # lr_degradation is attached like the networks so it stays out of the saved
-            # hyper-parameters (checkpoints then load with weights_only=True); the CLI config has it.
-            modules={"net": net, "teacher": teacher, "lr_degradation": lr_degradation},  # type: ignore[dict-item]
+            modules={"net": net, "teacher": teacher},
         )
 
     net: nn.Module
@@ -134,8 +136,7 @@ class DarioNetTask(BaseTask):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         hp = self.hparams
-        self.register_buffer("mean", torch.tensor(hp.teacher_mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(hp.teacher_std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(hp.teacher_mean, hp.teacher_std)
         self._features: list[Tensor] = []
         for name in hp.feature_layers or []:
             layer = self.teacher.get_submodule(name)  # raises AttributeError naming the missing layer
@@ -182,8 +183,7 @@ class DarioNetTask(BaseTask):
 
     def teacher_logits(self, x: Tensor) -> Tensor:
         """Teacher logits for images in [0, 1] (normalised here)."""
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return self.teacher(self.to_input(x)).float()
+        return self.teacher(self.normalize(x)).float()
 
     def _teacher_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         self._features = []
@@ -270,9 +270,7 @@ class DarioNetTask(BaseTask):
                                   title="Per-class accuracy of the teacher on SR vs on HR"),
             save_image_grid(Path(log_dir) / "figures" / "grid.png", self._grid),
         ]
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):  # e.g. WandbLogger
-                logger.log_image(key="test/darionet", images=[str(p) for p in paths], step=self.global_step)
+        self.log_image_files("test/darionet", paths)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():

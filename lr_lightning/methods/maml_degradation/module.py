@@ -154,8 +154,7 @@ class MAMLDegradationClassifier(BaseTask):
     net: nn.Module
 
     def configure_models(self) -> None:
-        self.register_buffer("mean", torch.tensor(self.hparams.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.hparams.std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(self.hparams.mean, self.hparams.std)
 
     def configure_metrics(self) -> MetricCollection:
         n = self.hparams.num_classes
@@ -169,9 +168,6 @@ class MAMLDegradationClassifier(BaseTask):
         return MetricCollection({"acc": MulticlassAccuracy(n, average="micro")})
 
     # -- model ---------------------------------------------------------------------------------
-    def normalize(self, x: Tensor) -> Tensor:
-        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-
     def forward(self, x: Tensor) -> Tensor:
         """Logits for LR images in [0, 1] with the current (meta-learned) weights."""
         return self.net(self.normalize(x))

@@ -112,9 +112,6 @@ class AugmentedClassifier(ImageClassifier):
             self.policy.eval()
         return self
 
-    def optimized_parameters(self) -> list[Tensor]:
-        return list(self.net.parameters())
-
     def keep_mask(self, batch: dict[str, Any]) -> Tensor:
         """The training keep-mask ``(B, 1, H, W)`` of the chosen augmentation."""
         hp = self.hparams
@@ -126,7 +123,7 @@ class AugmentedClassifier(ImageClassifier):
             raise KeyError("hard-positive sampling feeds batch['lr'] to the policy: give the data module a `degradation`")
         lr = batch["lr"]
         with torch.no_grad():
-            probs = torch.sigmoid(self.policy(self.to_input((lr - self.mean.to(lr.dtype)) / self.std.to(lr.dtype))).float())
+            probs = torch.sigmoid(self.policy(self.normalize(lr)).float())
         m = torch.randint(hp.min_masked, hp.max_masked + 1, (b,), device=hr.device)
         return G.patch_mask(hard_positive_actions(probs, m), h, w, hp.grid)
 

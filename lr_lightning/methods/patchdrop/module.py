@@ -41,6 +41,7 @@ from lr_lightning.methods.base import BaseTask, OptimizerName
 from lr_lightning.methods.patchdrop import grid as G
 from lr_lightning.methods.patchdrop import rl
 from lr_lightning.nn.weights import load_module_weights
+from lr_lightning.plotting import pyplot, save_figure
 
 Stage = Literal["pt", "ft1", "ft2"]
 PolicyKind = Literal["learned", "fixed_h", "fixed_v", "stochastic", "saliency", "full", "none"]
@@ -150,8 +151,7 @@ class PatchDrop(BaseTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
-        self.register_buffer("mean", torch.tensor(hp.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(hp.std).view(1, -1, 1, 1), persistent=False)
+        self.register_normalization(hp.mean, hp.std)
         fill = torch.zeros(1, len(hp.mean), 1, 1) if hp.fill is None else (hp.fill - self.mean) / self.std
         self.register_buffer("fill_value", fill, persistent=False)
         if hp.policy_kind in ("fixed_h", "fixed_v"):
@@ -164,12 +164,6 @@ class PatchDrop(BaseTask):
             load_module_weights(self.hr_classifier, hp.hr_checkpoint, "net.")
         elif not hp.init_checkpoint:
             warnings.warn("PatchDrop: hr_checkpoint is null, the HR classifier starts from random weights", stacklevel=2)
-        if hp.stage == "ft2":
-            if hp.lr_checkpoint:
-                load_module_weights(self.lr_classifier, hp.lr_checkpoint, "net.")
-            else:
-                warnings.warn("PatchDrop: lr_checkpoint is null, the LR classifier is initialised from the HR classifier", stacklevel=2)
-                self.lr_classifier.load_state_dict(self.hr_classifier.state_dict())
         if hp.init_checkpoint:
             state = torch.load(hp.init_checkpoint, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state)
@@ -183,6 +177,12 @@ class PatchDrop(BaseTask):
                 raise ValueError(f"{hp.init_checkpoint!r} lacks {missing[:5]} (different networks than this config?)")
         elif hp.policy_kind == "learned" and hp.stage != "pt":
             warnings.warn(f"PatchDrop: init_checkpoint is null at stage {hp.stage!r}; the policy starts from random weights", stacklevel=2)
+        if hp.stage == "ft2":  # after the HR classifier got its final initial weights
+            if hp.lr_checkpoint:
+                load_module_weights(self.lr_classifier, hp.lr_checkpoint, "net.")
+            else:
+                warnings.warn("PatchDrop: lr_checkpoint is null, the LR classifier is initialised from the HR classifier", stacklevel=2)
+                self.lr_classifier.load_state_dict(self.hr_classifier.state_dict())
 
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -219,9 +219,6 @@ class PatchDrop(BaseTask):
         return self.build_optimizer(groups)
 
     # -- building blocks ----------------------------------------------------------------------
-    def normalize(self, x: Tensor) -> Tensor:
-        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-
     def policy_probs(self, lr: Tensor) -> Tensor:
         """Eq. 6: ``s = sigmoid(f_p(x_l))``, in float32, shape ``(B, P)``."""
         logits = self.policy(self.normalize(lr)).float()
@@ -410,9 +407,7 @@ class PatchDrop(BaseTask):
             paths = [save_statistics_figure(out / "patchdrop_statistics.png", stats, self.hparams.grid)]
             if self._figure is not None:
                 paths.append(save_policy_figure(out / "patchdrop_policies.png", *self._figure, self.hparams.grid))
-            for logger in self.loggers:
-                if hasattr(logger, "log_image"):  # e.g. WandbLogger
-                    logger.log_image(key="test/patchdrop", images=[str(p) for p in paths], step=self.global_step)
+            self.log_image_files("test/patchdrop", paths)
 
 
 def _lr(batch: dict[str, Any]) -> Tensor:
@@ -442,11 +437,7 @@ def policy_statistics(actions: Tensor, correct: Tensor) -> dict[str, Any]:
 
 def save_statistics_figure(path: Path, stats: dict[str, Any], grid: int) -> Path:
     """Fig. 7: accuracy vs S (with the S histogram) and the sampling frequency of each patch id."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     hist = stats["S_histogram"]
     acc = [a if a is not None else float("nan") for a in stats["acc_vs_S"]]
@@ -465,19 +456,12 @@ def save_statistics_figure(path: Path, stats: dict[str, Any], grid: int) -> Path
     ax[1].axis("off")
     fig.colorbar(im, ax=ax[1])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def save_policy_figure(path: Path, hr: Tensor, lr: Tensor, actions: Tensor, grid: int) -> Path:
     """Fig. 4/6: LR inputs (top) and the HR patches the policy samples (bottom, dropped = dark)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = hr.shape[0]
     fig, ax = plt.subplots(2, n, figsize=(1.2 * n, 2.7), squeeze=False)
     m = G.patch_mask(actions.float(), hr.shape[-2], hr.shape[-1], grid)
@@ -489,7 +473,4 @@ def save_policy_figure(path: Path, hr: Tensor, lr: Tensor, actions: Tensor, grid
         ax[0, i].axis("off")
         ax[1, i].axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
