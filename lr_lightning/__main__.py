@@ -1,5 +1,7 @@
-"""``python -m lr_lightning fit --config ...``."""
+"""``python -m lr_lightning fit --config ...`` (same as the ``lr-lightning`` console script)."""
 
-from lr_lightning.cli import main
+import sys
 
-main()
+from lr_lightning.cli import console_main
+
+sys.exit(console_main())
