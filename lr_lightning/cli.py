@@ -137,16 +137,18 @@ class LRLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
-        loggers = list(trainer.loggers)
-        if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
-            first = loggers[0]
-            save_dir = getattr(first, "save_dir", None) or trainer.default_root_dir
-            trainer.loggers = [*loggers, CSVLogger(save_dir=save_dir, name=first.name or "lightning_logs", version=first.version)]
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers:
             info = describe_run(self.model, self.datamodule, str(self.subcommand))
             for lg in wandb_loggers:
                 configure_wandb_logger(lg, info)
+        loggers = list(trainer.loggers)
+        if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
+            # same folder as the first logger's run (with W&B: save_dir/project/<run id>, where
+            # the checkpoints go too), so metrics.csv, config.yaml and checkpoints/ sit together
+            first = loggers[0]
+            save_dir = getattr(first, "save_dir", None) or trainer.default_root_dir
+            trainer.loggers = [*loggers, CSVLogger(save_dir=save_dir, name=first.name or "lightning_logs", version=first.version)]
         return trainer
 
     # -- --ckpt_path best / last ---------------------------------------------------------------

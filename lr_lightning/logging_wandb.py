@@ -9,6 +9,8 @@ See ``docs/logging.md`` for the dashboard recipe.
 
 from __future__ import annotations
 
+import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +98,18 @@ def describe_run(model: LightningModule, datamodule: LightningDataModule | None,
     )
 
 
+def new_run_id(length: int = 8) -> str:
+    """A random W&B run id (lower-case letters and digits, as W&B's own ids)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
 def configure_wandb_logger(logger: WandbLogger, info: RunInfo) -> None:
     """Set the W&B run's ``group`` (method) and ``job_type`` (stage) unless the config set them,
-    and add :attr:`RunInfo.tags` to the configured tags. Must run before the W&B run starts
-    (``logger.experiment`` first accessed), as group and job type are fixed at ``wandb.init``.
+    add :attr:`RunInfo.tags` to the configured tags, and fix the run id if none is configured.
+    Must run before the W&B run starts (``logger.experiment`` first accessed), as these are
+    ``wandb.init`` arguments. (A W&B run already active in the process is reused by
+    ``WandbLogger`` as it is: call ``wandb.finish()`` between in-process runs.)
     """
     init = logger._wandb_init  # the wandb.init kwargs WandbLogger keeps until the run starts
     if init.get("group") is None:
@@ -108,6 +118,10 @@ def configure_wandb_logger(logger: WandbLogger, info: RunInfo) -> None:
         init["job_type"] = info.job_type
     tags = list(init.get("tags") or [])
     init["tags"] = tags + [t for t in info.tags if t not in tags]
+    if init.get("id") is None and getattr(logger, "_experiment", None) is None:
+        # fix the run id now, so ``logger.version`` is known before the run starts and the CSV
+        # log beside it can use the same folder (save_dir/project/<run id>) as the checkpoints
+        init["id"] = logger._id = new_run_id()
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -132,7 +146,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 config = self.config_dict()
-                config["lr_lightning"] = {"subcommand": stage}
+                config["lr_lightning"] = {"subcommand": trainer.state.fn.value if trainer.state.fn else stage}
                 lg.experiment.config.update(config, allow_val_change=True)
             elif isinstance(lg, CSVLogger) and trainer.log_dir and Path(lg.log_dir).resolve() != Path(trainer.log_dir).resolve():
                 Path(lg.log_dir).mkdir(parents=True, exist_ok=True)
