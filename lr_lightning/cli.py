@@ -139,7 +139,7 @@ class LRLightningCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers:
-            info = describe_run(self.model, self.datamodule, str(self.subcommand))
+            info = describe_run(self.model, self.datamodule, self.subcommand)
             for lg in wandb_loggers:
                 configure_wandb_logger(lg, info)
         loggers = list(trainer.loggers)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class RunInfo:
     Attributes:
         method: the model class name (e.g. ``ImageClassifier``, ``PatchDropTask``).
         job_type: the method's ``stage`` hyper-parameter if it has one (PatchDrop's ``pt`` /
-            ``ft1`` / ``ft2``), else the subcommand (``fit``, ``test``, ...).
-        subcommand: the CLI subcommand.
+            ``ft1`` / ``ft2``), else the subcommand (``fit``, ``test``, ...), else ``None``.
+        subcommand: the CLI subcommand (``None`` without one).
         datamodule: the data module class name.
         dataset: the data set name (``variant`` such as ``cifar10``, else the data root's folder
             name), or ``None`` when the module has neither.
@@ -39,8 +39,8 @@ class RunInfo:
     """
 
     method: str
-    job_type: str
-    subcommand: str
+    job_type: str | None
+    subcommand: str | None
     datamodule: str | None
     dataset: str | None
     degradation: str | None
@@ -67,8 +67,9 @@ def degradation_name(obj: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def describe_run(model: LightningModule, datamodule: LightningDataModule | None, subcommand: str) -> RunInfo:
-    """The :class:`RunInfo` of a CLI run from its instantiated model and data module.
+def describe_run(model: LightningModule, datamodule: LightningDataModule | None, subcommand: str | None) -> RunInfo:
+    """The :class:`RunInfo` of a CLI run from its instantiated model and data module
+    (``subcommand`` is ``None`` for ``main(run=False)``, where the caller runs the trainer).
 
     The degradation is the data module's ``degradation`` (what the inputs go through), else a
     model's own ``degradation`` / ``lr_degradation`` (methods that degrade inside the task).
@@ -114,7 +115,7 @@ def configure_wandb_logger(logger: WandbLogger, info: RunInfo) -> None:
     init = logger._wandb_init  # the wandb.init kwargs WandbLogger keeps until the run starts
     if init.get("group") is None:
         init["group"] = info.method
-    if init.get("job_type") is None:
+    if init.get("job_type") is None and info.job_type:
         init["job_type"] = info.job_type
     tags = list(init.get("tags") or [])
     init["tags"] = tags + [t for t in info.tags if t not in tags]
@@ -143,11 +144,17 @@ class SaveConfigToLoggers(SaveConfigCallback):
         return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Rank zero only: no collectives here (``trainer.log_dir`` broadcasts, so it would hang
+        # DDP); where Lightning wrote config.yaml is recomputed the way ``Trainer.log_dir`` does.
+        first = trainer.loggers[0] if trainer.loggers else None
+        written = None
+        if first is not None:
+            written = first.log_dir if isinstance(first, (CSVLogger, TensorBoardLogger)) else first.save_dir
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 config = self.config_dict()
                 config["lr_lightning"] = {"subcommand": trainer.state.fn.value if trainer.state.fn else stage}
                 lg.experiment.config.update(config, allow_val_change=True)
-            elif isinstance(lg, CSVLogger) and trainer.log_dir and Path(lg.log_dir).resolve() != Path(trainer.log_dir).resolve():
+            elif isinstance(lg, CSVLogger) and (written is None or Path(lg.log_dir).resolve() != Path(written).resolve()):
                 Path(lg.log_dir).mkdir(parents=True, exist_ok=True)
                 self.parser.save(self.config, str(Path(lg.log_dir) / self.config_filename), skip_none=False, overwrite=True)
