@@ -98,7 +98,7 @@ def pretext(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     short = {"classification": "cls", "regression": "reg"}[objective]
     name = f"pretext_{short}"
     config = CFG / (f"pretext_{short}_cifar10.yaml" if args.profile == "small" else "pretext_cls_sr_folders.yaml")
-    extra = [f"--model.init_args.objective={objective}", f"--model.init_args.lr={PAPER_LR[objective] if objective == 'classification' else 0.01}",
+    extra = [f"--model.init_args.objective={objective}", f"--model.init_args.optim.learning_rate={PAPER_LR[objective] if objective == 'classification' else 0.01}",
              f"--data.init_args.eval_batch_size={args.eval_batch}" if args.profile == "small" else "--data.init_args.val_crops=500",
              f"--trainer.limit_val_batches={args.pretext_val_batches}", *profile_args(args, "pretext")]
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | Non
     extra = [
         f"--model.init_args.pretrained={ckpt}" if ckpt else "--model.init_args.pretrained=null",
         f"--model.init_args.head_only_steps={args.head_only_steps if ckpt else 0}",
-        f"--model.init_args.lr={lr}",
+        f"--model.init_args.optim.learning_rate={lr}",
         f"--data.init_args.eval_batch_size={args.eval_batch}",
         *profile_args(args, "transfer"),
     ]

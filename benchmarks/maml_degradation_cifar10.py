@@ -102,7 +102,7 @@ def maml_module(algorithm: str, first_order: bool, lr: float, bn: str = "transdu
     torch.manual_seed(0)
     return MAMLDegradationClassifier(
         Conv4(10, 16), algorithm=algorithm, first_order=first_order, lr=lr, bn=bn,  # type: ignore[arg-type]
-        tasks_per_step=4, inner_steps=5, inner_lr=0.01, task_batches="shared",
+        tasks_per_step=4, inner_steps=5, inner_learning_rate=0.01, task_batches="shared",
     )
 
 

@@ -122,9 +122,9 @@ class Bench:
     def patchdrop(self, hr: dict[str, Any], lr: dict[str, Any]) -> dict[str, dict[str, Any]]:
         p = self.p
         pt = self.run("patchdrop_pt", "cifar10_pt.yaml", p["pt_epochs"], [
-            f"--model.init_args.hr_checkpoint={hr['checkpoint']}", f"--model.init_args.lr={p['pt_lr']}",
+            f"--model.init_args.hr_checkpoint={hr['checkpoint']}", f"--model.init_args.optim.learning_rate={p['pt_lr']}",
             f"--data.init_args.batch_size={p['pt_batch']}"])
-        ft = [f"--model.init_args.lr={p['ft_policy_lr']}", f"--model.init_args.classifier_lr={p['classifier_lr']}",
+        ft = [f"--model.init_args.optim.learning_rate={p['ft_policy_lr']}", f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}",
               f"--data.init_args.batch_size={p['ft_batch']}"]
         ft1 = self.run("patchdrop_ft1", "cifar10_ft1.yaml", p["ft1_epochs"], [
             f"--model.init_args.init_checkpoint={pt['checkpoint']}", *ft])
@@ -135,7 +135,7 @@ class Bench:
     def baseline(self, kind: str, s: dict[str, int], hr: dict[str, Any], lr: dict[str, Any]) -> dict[str, dict[str, Any]]:
         p = self.p
         lr_stream = [f"--model.init_args.lr_classifier={RESNET32}", f"--model.init_args.lr_checkpoint={lr['checkpoint']}"]
-        cls = [f"--model.init_args.classifier_lr={p['classifier_lr']}", f"--data.init_args.batch_size={p['ft_batch']}"]
+        cls = [f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}", f"--data.init_args.batch_size={p['ft_batch']}"]
         out: dict[str, dict[str, Any]] = {}
         if kind == "saliency":
             pt = self.run(f"{kind}_pt", "cifar10_stn_pt.yaml", p["stn_epochs"], [
@@ -163,7 +163,7 @@ class Bench:
         for aug in ("none", "cutout", "hard_positive"):
             r = self.run(f"augment_{aug}", "cifar10_hard_positive.yaml", p["hp_epochs"], [
                 f"--model.init_args.augment={aug}", f"--model.init_args.init_checkpoint={hr['checkpoint']}",
-                f"--model.init_args.policy_checkpoint={ft1['checkpoint']}", f"--model.init_args.lr={p['hp_lr']}"])
+                f"--model.init_args.policy_checkpoint={ft1['checkpoint']}", f"--model.init_args.optim.learning_rate={p['hp_lr']}"])
             rows.append({"augmentation": {"none": "No Augment.", "cutout": "CutOut", "hard_positive": "PatchDrop"}[aug],
                          "acc": r["acc"], "epochs": p["hp_epochs"], "init": "HR classifier (fine-tuned)", "train_s": r["train_s"]})
         return rows
@@ -172,11 +172,11 @@ class Bench:
         p = self.p
         bag = self.run("bagnet", "cifar10_bagnet.yaml", p["bag_epochs"], [])
         pt = self.run("bagnet_pt", "cifar10_bagnet_pt.yaml", p["bag_pt_epochs"], [
-            f"--model.init_args.hr_checkpoint={bag['checkpoint']}", f"--model.init_args.lr={p['pt_lr']}",
+            f"--model.init_args.hr_checkpoint={bag['checkpoint']}", f"--model.init_args.optim.learning_rate={p['pt_lr']}",
             f"--data.init_args.batch_size={p['pt_batch']}"])
         ft1 = self.run("bagnet_ft1", "cifar10_bagnet_pt.yaml", p["bag_ft1_epochs"], [
             "--model.init_args.stage=ft1", "--model.init_args.sigma=5.0", f"--model.init_args.init_checkpoint={pt['checkpoint']}",
-            f"--model.init_args.lr={p['ft_policy_lr']}", f"--model.init_args.classifier_lr={p['classifier_lr']}",
+            f"--model.init_args.optim.learning_rate={p['ft_policy_lr']}", f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}",
             f"--data.init_args.batch_size={p['ft_batch']}"])
         return {"bagnet": bag, "Pt": pt, "Ft-1": ft1}
 

@@ -101,5 +101,5 @@ def test_unknown_config_key_is_rejected(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_bad_literal_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--model.init_args.optimizer=adagrad"])
+        main(["fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--model.init_args.optim.name=adagrad"])
     assert "adagrad" in capsys.readouterr().err

@@ -80,6 +80,7 @@ class LRDataModule(LightningDataModule):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,

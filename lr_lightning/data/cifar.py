@@ -54,7 +54,10 @@ class CIFARDataModule(LRDataModule):
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, num_workers, degradation, seed, pin_memory)
+        super().__init__(
+            root=root, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, degradation=degradation,
+            seed=seed, pin_memory=pin_memory,
+        )
         self.variant = variant
         self.download = download
         self.val_fraction = val_fraction

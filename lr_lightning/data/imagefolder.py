@@ -60,7 +60,10 @@ class ImageFolderDataModule(LRDataModule):
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, num_workers, degradation, seed, pin_memory)
+        super().__init__(
+            root=root, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, degradation=degradation,
+            seed=seed, pin_memory=pin_memory,
+        )
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
         self.hr_size = hr_size
         self.resize_size = resize_size or hr_size * 8 // 7

@@ -83,7 +83,10 @@ class PretextFolderDataModule(LRDataModule):
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, None, num_workers, None, seed, pin_memory)
+        super().__init__(
+            root=root, batch_size=batch_size, eval_batch_size=None, num_workers=num_workers, degradation=None,
+            seed=seed, pin_memory=pin_memory,
+        )
         if crop_size % hr_size:
             raise ValueError(f"crop_size {crop_size} is not a multiple of hr_size {hr_size}")
         self.train_dirs = train_dirs if train_dirs is not None else ["sr/BSD100", "sr/Urban100"]

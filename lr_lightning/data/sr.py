@@ -119,7 +119,10 @@ class SRDataModule(LRDataModule):
             degradation = Degradation(mode="bicubic_matlab", factor=scale)
         if degradation.factor != scale:
             raise ValueError(f"degradation factor {degradation.factor} differs from scale {scale}")
-        super().__init__(root, batch_size, 1, num_workers, degradation, seed, pin_memory)
+        super().__init__(
+            root=root, batch_size=batch_size, eval_batch_size=1, num_workers=num_workers, degradation=degradation,
+            seed=seed, pin_memory=pin_memory,
+        )
         if patch_size % scale:
             raise ValueError(f"patch_size {patch_size} is not divisible by scale {scale}; use a multiple of {scale}")
         self.train_dirs = train_dirs if train_dirs is not None else ["sr/Urban100"]

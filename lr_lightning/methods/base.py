@@ -27,26 +27,42 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
+from lr_lightning.methods.optim import OptimSpec, build_optimizer, build_scheduler
+from lr_lightning.metrics.inference_cost import inference_cost
 
-OptimizerName = Literal["adam", "adamw", "sgd"]
-SchedulerName = Literal["none", "cosine", "multistep"]
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    for v in batch.values():
+        if isinstance(v, Tensor) and v.ndim > 0:
+            return int(v.shape[0])
+    return 1
+
+
+def batch_entry(batch: dict[str, Any], key: str, owner: str = "this task") -> Tensor:
+    """``batch[key]``, or a ``KeyError`` that says where the entry comes from. The one error for
+    a missing low-resolution image (``key="lr"``: made by the data module's ``degradation``)."""
+    if key in batch:
+        return batch[key]
+    hint = (
+        "the low-resolution image `lr` is made by the data module's `degradation`: give the data module one"
+        if key == "lr"
+        else f"the data module does not provide {key!r}"
+    )
+    raise KeyError(f"{owner} needs batch[{key!r}] but the batch has only {sorted(batch)}; {hint}")
 
 
 class BaseTask(LightningModule):
-    """Base LightningModule: hyper-parameters, hooks, default optimiser/scheduler, checkpoints.
+    """Base LightningModule: hyper-parameters, hooks, the optimiser from an :class:`OptimSpec`,
+    checkpoints.
 
     Class attributes ``monitor`` / ``mode`` name the validation metric that selects the best
-    checkpoint (a ``ModelCheckpoint(save_last=True)`` is added by :meth:`configure_callbacks`).
+    checkpoint (a ``ModelCheckpoint(save_last=True)`` is added by :meth:`configure_callbacks`);
+    ``monitor`` must be one of the keys in ``docs/metrics.md``.
 
-    Args:
-        optimizer: ``adam``, ``adamw`` or ``sgd`` (Nesterov when ``momentum > 0``).
-        lr: learning rate.
-        weight_decay: L2 / decoupled weight decay.
-        momentum: SGD momentum (also Adam's beta1 when not 0.9 is wanted: see ``betas``).
-        betas: Adam betas.
-        scheduler: ``none``, ``cosine`` (per step, to zero over the whole run) or ``multistep``.
-        milestones: epochs at which ``multistep`` multiplies the rate by ``gamma``.
-        gamma: ``multistep`` factor.
+    Args (keyword-only):
+        optim: optimiser and schedule (:class:`~lr_lightning.methods.optim.OptimSpec`); each
+            method's signature declares its paper's default once. Saved in the hyper-parameters
+            as a plain dict.
         channels_last: keep networks and inputs in NHWC memory format (faster convolutions on
             CPUs with AVX-512 and on tensor-core GPUs).
         modules: networks built outside (dependency injection), attached by name.
@@ -60,20 +76,19 @@ class BaseTask(LightningModule):
 
     def __init__(
         self,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: SchedulerName = "none",
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
+        *,
+        optim: OptimSpec | None = None,
         channels_last: bool = True,
         modules: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         modules = modules or {}
+        self.optim_spec = OptimSpec.coerce(optim)
         self.save_hyperparameters(ignore=["modules", *modules, *self.network_args])
+        # plain data in the checkpoint (loads with weights_only=True); the subclass's own
+        # ``optim`` argument is what save_hyperparameters collected
+        self.hparams["optim"] = OptimSpec.coerce(self.hparams.get("optim", optim)).to_dict()
+        self.hparams["channels_last"] = channels_last
         for name, module in modules.items():
             setattr(self, name, module)
         self.configure_models()
@@ -96,6 +111,35 @@ class BaseTask(LightningModule):
     def configure_metrics(self) -> MetricCollection | None:
         """Return the metrics of one stage (without prefix), or ``None``."""
         return None
+
+    def inference_step(self, batch: dict[str, Any]) -> Any:
+        """The method's test-time prediction on ``batch``, without metric updates or logging:
+        what ``test/macs_per_image`` and ``test/params`` count (docs/metrics.md). Every method
+        overrides it; the base logs no cost when it is missing."""
+        raise NotImplementedError
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float | Tensor | None:
+        """Share of the HR image's pixels the test-time prediction used (``test/hr_pixel_fraction``):
+        1 for a classifier on HR images, 0 for one on LR images; ``None`` when the method logs it
+        itself (PatchDrop, per image) or it does not apply."""
+        return None
+
+    # -- the shared test-time keys (docs/metrics.md) ---------------------------------------------
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(batch, dict):
+            return
+        n = _batch_size(batch)
+        if batch_idx == 0 and dataloader_idx == 0:
+            try:
+                macs, params = inference_cost(self, lambda: self.inference_step(batch), n)
+            except NotImplementedError:
+                pass
+            else:
+                self.log("test/macs_per_image", macs, batch_size=1, add_dataloader_idx=False)
+                self.log("test/params", float(params), batch_size=1, add_dataloader_idx=False)
+        frac = self.hr_pixel_fraction(batch)
+        if frac is not None:
+            self.log("test/hr_pixel_fraction", float(frac), batch_size=n, add_dataloader_idx=False)
 
     # -- helpers -------------------------------------------------------------------------------
     def register_normalization(self, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]) -> None:
@@ -128,32 +172,25 @@ class BaseTask(LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def optimized_parameters(self) -> list[Tensor] | list[dict[str, Any]]:
-        """Parameters (or parameter groups) the default optimiser trains; override to restrict."""
-        return [p for p in self.parameters() if p.requires_grad]
+    def parameter_groups(self) -> dict[str, list[Tensor]]:
+        """Named parameter groups the optimiser trains (names usable in
+        ``optim.group_learning_rates``). Default: one group ``all`` with every parameter that
+        requires a gradient. Multi-network methods override this (e.g. PatchDrop's ``policy`` /
+        ``hr_classifier``)."""
+        return {"all": [p for p in self.parameters() if p.requires_grad]}
 
-    def build_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
-        """The optimiser named by the hyper-parameters, over ``params``."""
-        hp = self.hparams
-        lr = hp.lr if lr is None else lr
-        if hp.optimizer == "sgd":
-            return torch.optim.SGD(
-                params, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.momentum > 0
-            )
-        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, lr=lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of ``self.optim_spec`` over :meth:`parameter_groups`."""
+        return build_optimizer(self.optim_spec, self.parameter_groups())
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer(self.optimized_parameters())
-        hp = self.hparams
-        if hp.scheduler == "cosine":
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        if hp.scheduler == "multistep":
-            sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=hp.milestones or [], gamma=hp.gamma)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        return optimizer
+        optimizer = self.build_optimizer()
+        total = int(self.trainer.estimated_stepping_batches) if self.optim_spec.scheduler == "cosine" else 1
+        built = build_scheduler(self.optim_spec, optimizer, total)
+        if built is None:
+            return optimizer
+        sched, interval = built
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": interval}}
 
     def configure_callbacks(self) -> list[Callback]:
         """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model."""

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lr_lightning.methods import BaseTask
+from lr_lightning.methods.optim import OptimSpec
 
 
 class _WorseEveryEpoch(BaseTask):
@@ -17,7 +18,7 @@ class _WorseEveryEpoch(BaseTask):
     mode = "max"
 
     def __init__(self) -> None:
-        super().__init__(lr=0.01, channels_last=False, modules={"net": nn.Linear(2, 1)})
+        super().__init__(optim=OptimSpec(learning_rate=0.01), channels_last=False, modules={"net": nn.Linear(2, 1)})
 
     def training_step(self, batch, batch_idx):
         return self.net(batch[0]).pow(2).mean()

@@ -28,6 +28,7 @@ from lr_lightning.methods.autoresolution.targets import (
     crop_batch,
     shifted_negatives,
 )
+from lr_lightning.methods.optim import AUTORESOLUTION_TRANSFER_OPTIM
 from lr_lightning.nn.autoresolution import LRImageTower, PatchTower, count_convs
 from tests.conftest import REPO, write_images
 
@@ -37,13 +38,13 @@ TINY_PATCH = dict(kernels=[3, 3, 1], strides=[1, 1, 1], channels=[8, 8, 8])
 
 def tiny_pretext(objective: str = "classification", **kw) -> AutoresolutionPretext:
     return AutoresolutionPretext(
-        LRImageTower(**TINY_IMAGE), PatchTower(**TINY_PATCH), objective=objective, factor=4, super_patch=12,
+        image_tower=LRImageTower(**TINY_IMAGE), patch_tower=PatchTower(**TINY_PATCH), objective=objective, factor=4, super_patch=12,
         head_hidden=[8, 8, 8, 8], **kw,
     )
 
 
 def tiny_classifier(**kw) -> AutoresolutionClassifier:
-    return AutoresolutionClassifier(LRImageTower(**TINY_IMAGE), **kw)
+    return AutoresolutionClassifier(image_tower=LRImageTower(**TINY_IMAGE), **kw)
 
 
 def trainer(tmp_path: Path, steps: int, **kw) -> Trainer:
@@ -61,7 +62,7 @@ def cifar(root: Path, **kw) -> CIFARDataModule:
 def test_paper_preset_depths_and_tiled_grid() -> None:
     """Sec. 2: 40-layer image tower, 17-layer patch tower, 5-layer head; Sec. 3.2: 127 -> 47x47."""
     image, patch = LRImageTower("paper"), PatchTower("paper")
-    pre = AutoresolutionPretext(image, patch, super_patch=127, head_preset="paper")
+    pre = AutoresolutionPretext(image_tower=image, patch_tower=patch, super_patch=127, head_preset="paper")
     assert (count_convs(image), count_convs(patch), count_convs(pre.head)) == (40, 17, 5)
     assert pre.grid_geometry == (35, 2, 47)
 
@@ -107,7 +108,7 @@ def test_grid_size_matches_brute_force_receptive_field(tower: PatchTower, size: 
 
 def test_super_patch_smaller_than_patch_is_rejected() -> None:
     with pytest.raises(ValueError, match="receptive field"):
-        AutoresolutionPretext(LRImageTower(**TINY_IMAGE), PatchTower("small"), super_patch=8)
+        AutoresolutionPretext(image_tower=LRImageTower(**TINY_IMAGE), patch_tower=PatchTower("small"), super_patch=8)
     with pytest.raises(ValueError, match="one entry per layer"):
         PatchTower(kernels=[3, 3], strides=[1], channels=[4, 4])
 
@@ -208,7 +209,7 @@ def test_gradients_are_clipped_to_global_norm_10(tiny_cifar: Path, tmp_path: Pat
             after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.parameters() if p.grad is not None]))
             norms.append((float(before), float(after)))
 
-    model = Probe(LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=None, channels_last=False)
+    model = Probe(image_tower=LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=None, channels_last=False)
     trainer(tmp_path, 2, limit_val_batches=0).fit(model, datamodule=cifar(tiny_cifar))
     assert len(norms) == 2
     assert all(b > 10 and a == pytest.approx(10, rel=1e-3) for b, a in norms)
@@ -243,7 +244,7 @@ def test_evaluation_uses_the_ema_weights(tiny_cifar: Path, tmp_path: Path) -> No
                 Recorder.seen_in_val.append(self.classifier[1].weight.detach().clone())
             return super().test_step(batch, batch_idx)
 
-    model = Recorder(LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=decay, channels_last=False, lr=0.05)
+    model = Recorder(image_tower=LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=decay, channels_last=False, optim=AUTORESOLUTION_TRANSFER_OPTIM.with_learning_rate(0.05))
     t = trainer(tmp_path, 4, limit_train_batches=4, logger=True)
     t.fit(model, datamodule=cifar(tiny_cifar))
     # hand-computed running average: first update copies, then d_n = min(decay, (1 + n) / (10 + n))
@@ -280,7 +281,7 @@ def test_trainer_level_ema_callback_evaluates_checkpoint_average(callback_cls, t
                 seen.append(self.classifier[1].weight.detach().clone())
             return super().test_step(batch, batch_idx)
 
-    model = Probe(LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=None, channels_last=False, lr=0.05)
+    model = Probe(image_tower=LRImageTower(**TINY_IMAGE), head_only_steps=0, ema_decay=None, channels_last=False, optim=AUTORESOLUTION_TRANSFER_OPTIM.with_learning_rate(0.05))
     t = trainer(tmp_path, 4, limit_train_batches=4, callbacks=[callback_cls(avg_fn=tf_ema_avg_fn(0.5))])
     t.fit(model, datamodule=cifar(tiny_cifar))
     ckpt = torch.load(t.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
@@ -302,7 +303,7 @@ def test_pretrained_tower_is_loaded_and_head_only_phase_freezes_it(tiny_cifar: P
     assert (Path(tp.log_dir) / "heatmaps" / "epoch_000.png").is_file()  # Fig. 2 heat map
     ckpt = tp.checkpoint_callback.last_model_path
 
-    model = tiny_classifier(pretrained=ckpt, head_only_steps=3, ema_decay=None, lr=0.05)
+    model = tiny_classifier(pretrained=ckpt, head_only_steps=3, ema_decay=None, optim=AUTORESOLUTION_TRANSFER_OPTIM.with_learning_rate(0.05))
     for k, v in model.image_tower.state_dict().items():
         torch.testing.assert_close(v, pre.image_tower.state_dict()[k])  # the pretext's tower
     before = _tower_state(model)

@@ -49,7 +49,7 @@ def _task(tmp_path: Path, **kw: object) -> tuple[DarioNetTask, dict[str, Tensor]
     torch.save({"state_dict": {f"net.{k}": v for k, v in teacher.state_dict().items()}}, ckpt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        task = DarioNetTask(RRDBNet(4, nf=8, nb=1, gc=4), CifarResNet(8, num_classes=10), teacher_ckpt=str(ckpt), **kw)
+        task = DarioNetTask(net=RRDBNet(4, nf=8, nb=1, gc=4), teacher=CifarResNet(8, num_classes=10), teacher_ckpt=str(ckpt), **kw)
     return task, {k: v.clone() for k, v in teacher.state_dict().items()}
 
 
@@ -134,7 +134,7 @@ class _MeanTeacher(nn.Module):
 def test_task_validation_loss_equals_ce_gap(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        task = DarioNetTask(_NearestSR(), _MeanTeacher(), num_classes=2, teacher_mean=(0.0, 0.0, 0.0),
+        task = DarioNetTask(net=_NearestSR(), teacher=_MeanTeacher(), num_classes=2, teacher_mean=(0.0, 0.0, 0.0),
                             teacher_std=(1.0, 1.0, 1.0))
     g = torch.Generator().manual_seed(3)
     hr = torch.rand(6, 3, 32, 32, generator=g)
@@ -153,7 +153,7 @@ def test_task_validation_loss_equals_ce_gap(tmp_path: Path) -> None:
 def test_validation_without_labels_uses_teacher_hr_prediction(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        task = DarioNetTask(_NearestSR(), _MeanTeacher(), num_classes=2, teacher_mean=(0.0, 0.0, 0.0),
+        task = DarioNetTask(net=_NearestSR(), teacher=_MeanTeacher(), num_classes=2, teacher_mean=(0.0, 0.0, 0.0),
                             teacher_std=(1.0, 1.0, 1.0))
     hr = torch.rand(4, 3, 32, 32)
     res = _trainer(tmp_path, 1).validate(task, _loader([{"hr": hr, "lr": F.avg_pool2d(hr, 4)}]), verbose=False)[0]
@@ -193,7 +193,7 @@ def test_bad_options(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="lr_degradation"):
         task.lr_input({"hr": torch.rand(1, 3, 32, 32)})
     with pytest.raises(FileNotFoundError):
-        DarioNetTask(RRDBNet(4, nf=8, nb=1, gc=4), CifarResNet(8), net_ckpt=str(tmp_path / "missing.ckpt"))
+        DarioNetTask(net=RRDBNet(4, nf=8, nb=1, gc=4), teacher=CifarResNet(8), net_ckpt=str(tmp_path / "missing.ckpt"))
 
 
 def test_ssim_y_hand_case() -> None:

@@ -34,7 +34,7 @@ def _module(**kw) -> MAMLDegradationClassifier:
     torch.manual_seed(0)
     args = dict(inner_steps=2, test_targets=["bilinear2", "avgpool2+q5"], adapt_k=8, adapt_steps=2)
     args.update(kw)
-    return MAMLDegradationClassifier(Conv4(num_classes=10, in_size=16), **args)
+    return MAMLDegradationClassifier(net=Conv4(num_classes=10, in_size=16), **args)
 
 
 def test_task_sampling_uniform_and_reproducible() -> None:
@@ -158,7 +158,7 @@ def test_support_and_query_never_see_test_images(tmp_path: Path, monkeypatch: py
     orig = mod.sample_support
     monkeypatch.setattr(mod, "sample_support", lambda ds, k, g: supports.append(orig(ds, k, g)[0]) or orig(ds, k, g))
     torch.manual_seed(0)
-    model = _Recorder(Conv4(10, 16), inner_steps=1, tasks_per_step=2, test_targets=["bilinear2"], adapt_k=8)
+    model = _Recorder(net=Conv4(10, 16), inner_steps=1, tasks_per_step=2, test_targets=["bilinear2"], adapt_k=8)
     dm = CIFARDataModule(root=str(root), batch_size=8, eval_batch_size=4, augment=False, val_fraction=0.2)
     trainer = Trainer(max_steps=3, limit_val_batches=1, enable_progress_bar=False, logger=False,
                       enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu")
@@ -194,7 +194,7 @@ def test_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Path) -
     """A 2-process DDP meta-step (CLI subprocess): both ranks end with the same weights."""
     start, r0, r1 = ddp_fit_rank_dumps(
         CONFIG, tiny_cifar, tmp_path,
-        ["--trainer.max_steps=2", "--data.init_args.batch_size=16", "--model.init_args.inner_steps=2", "--model.init_args.lr=0.01"],
+        ["--trainer.max_steps=2", "--data.init_args.batch_size=16", "--model.init_args.inner_steps=2", "--model.init_args.optim.learning_rate=0.01"],
     )
     assert not torch.equal(r0["tasks"], r1["tasks"])  # the ranks sampled different tasks
     for k, v in r0["state"].items():

@@ -263,7 +263,7 @@ def test_policy_learns_the_only_informative_patch() -> None:
     torch.manual_seed(0)
     policy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16))
     with pytest.warns(UserWarning, match="hr_checkpoint is null"):
-        task = PatchDrop(PatchOracle(), policy, stage="pt", sigma=0.5, alpha_start=0.8, alpha_end=0.8,
+        task = PatchDrop(hr_classifier=PatchOracle(), policy=policy, stage="pt", sigma=0.5, alpha_start=0.8, alpha_end=0.8,
                          mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), channels_last=False)
     opt = torch.optim.Adam(task.policy.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
@@ -287,25 +287,25 @@ def _pd(stage: str = "pt", kind: str = "learned", **kw) -> PatchDrop:  # noqa: A
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return PatchDrop(CifarResNet(8), CifarResNet(8, 16), CifarResNet(8) if stage == "ft2" else None,
+        return PatchDrop(hr_classifier=CifarResNet(8), policy=CifarResNet(8, 16), lr_classifier=CifarResNet(8) if stage == "ft2" else None,
                          stage=stage, policy_kind=kind, **kw)
 
 
 def test_bad_configurations_are_rejected() -> None:
     with pytest.raises(ValueError, match="lr_classifier"):
-        PatchDrop(CifarResNet(8), CifarResNet(8, 16), None, stage="ft2")
+        PatchDrop(hr_classifier=CifarResNet(8), policy=CifarResNet(8, 16), lr_classifier=None, stage="ft2")
     with pytest.raises(ValueError, match="num_kept"):
-        PatchDrop(CifarResNet(8), stage="ft1", policy_kind="fixed_h")
+        PatchDrop(hr_classifier=CifarResNet(8), stage="ft1", policy_kind="fixed_h")
     with pytest.raises(ValueError, match="integer"):
-        PatchDrop(CifarResNet(8), stage="ft1", policy_kind="fixed_v", num_kept=7.5)
+        PatchDrop(hr_classifier=CifarResNet(8), stage="ft1", policy_kind="fixed_v", num_kept=7.5)
     with pytest.raises(ValueError, match="nothing to train"):
-        PatchDrop(CifarResNet(8), stage="pt", policy_kind="fixed_h", num_kept=8)
+        PatchDrop(hr_classifier=CifarResNet(8), stage="pt", policy_kind="fixed_h", num_kept=8)
     with pytest.raises(ValueError, match="needs a `policy`"):
-        PatchDrop(CifarResNet(8), None, stage="pt")
+        PatchDrop(hr_classifier=CifarResNet(8), policy=None, stage="pt")
     with pytest.raises(KeyError, match="degradation"):
         _pd()._evaluate({"hr": torch.rand(2, 3, 32, 32), "label": torch.zeros(2, dtype=torch.long)}, 0, "val")
     with pytest.raises(ValueError, match="patches"):
-        PatchDrop(CifarResNet(8), CifarResNet(8, 9), stage="pt", channels_last=False, hr_checkpoint=None).policy_probs(torch.rand(1, 3, 8, 8))
+        PatchDrop(hr_classifier=CifarResNet(8), policy=CifarResNet(8, 9), stage="pt", channels_last=False, hr_checkpoint=None).policy_probs(torch.rand(1, 3, 8, 8))
 
 
 def test_frozen_networks_stay_in_eval_without_gradients() -> None:
@@ -373,7 +373,7 @@ def test_hard_positive_classifier_masks_the_top_patches() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = AugmentedClassifier(CifarResNet(8), "hard_positive", FixedPolicy(), min_masked=4, max_masked=4, channels_last=False)
+        m = AugmentedClassifier(net=CifarResNet(8), augment="hard_positive", policy=FixedPolicy(), min_masked=4, max_masked=4, channels_last=False)
     hr = torch.rand(2, 3, 32, 32)
     batch = {"hr": hr, "lr": F.avg_pool2d(hr, 4), "label": torch.zeros(2, dtype=torch.long)}
     m.train()
@@ -396,7 +396,7 @@ def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Pat
     both ranks end with identical weights, different from the start."""
     start, r0, r1 = ddp_fit_rank_dumps(
         REPO / "configs" / "patchdrop" / "cifar10_ft1.yaml", tiny_cifar, tmp_path,
-        ["--trainer.max_steps=3", "--data.init_args.batch_size=8", "--model.init_args.lr=0.01", "--model.init_args.classifier_lr=0.01"],
+        ["--trainer.max_steps=3", "--data.init_args.batch_size=8", "--model.init_args.optim.learning_rate=0.01", "--model.init_args.optim.group_learning_rates={hr_classifier: 0.01}"],
     )
     # parameters (averaged gradients) are identical; batch-norm running statistics are per rank
     # between steps (DDP broadcasts rank 0's buffers at every forward; checkpoints come from rank 0)

@@ -24,7 +24,7 @@ def test_test_psnr_per_folder_matches_direct_computation(tmp_path: Path) -> None
     for m in net.body:  # zero body: SR = bicubic upsampling, so PSNR is computable by hand
         if isinstance(m, nn.Conv2d):
             nn.init.zeros_(m.weight)
-    task = SuperResolutionTask(net, scale=2)
+    task = SuperResolutionTask(net=net, scale=2)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
     res = trainer.test(task, datamodule=dm, verbose=False)
     merged = {k: v for r in res for k, v in r.items()}

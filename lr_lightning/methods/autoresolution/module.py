@@ -35,19 +35,24 @@ from torchmetrics.regression import MeanAbsoluteError
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import downsample
-from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask, RecipeOptimizer
+from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask
 from lr_lightning.methods.autoresolution.targets import (
     centre_targets,
     crop_batch,
     random_offsets,
     shifted_negatives,
 )
+from lr_lightning.methods.base import batch_entry
+from lr_lightning.methods.optim import (
+    AUTORESOLUTION_OPTIM,
+    AUTORESOLUTION_TRANSFER_OPTIM,
+    OptimSpec,
+)
 from lr_lightning.nn.autoresolution import HEAD_PRESETS, AutoresolutionHead, Preset
 from lr_lightning.nn.weights import load_state_dict_file
 from lr_lightning.plotting import pyplot, save_figure
 
 Objective = Literal["classification", "regression"]
-DEFAULT_LR = {"classification": 0.003, "regression": 0.01}  # Sec. 3.1
 
 
 class AutoresolutionPretext(PaperRecipeTask):
@@ -63,15 +68,17 @@ class AutoresolutionPretext(PaperRecipeTask):
         factor: average-pooling factor HR -> LR.
         super_patch: side of the HR super patch (paper: 127 of 256).
         head_preset / head_hidden: widths of the 4 hidden 1x1 conv layers of the 5-layer head.
-        lr: learning rate; ``None`` takes the paper's 0.003 (classification) / 0.01 (regression).
+        optim: Sec. 3.1's recipe at 0.003 (the classification pretext's rate; the regression
+            pretext's is 0.01: ``optim: {learning_rate: 0.01}``, as its config sets).
         mean / std: input normalisation of both towers (inputs are in [0, 1]).
         heatmap_every_n_epochs: save the Fig. 2 heat map (classification) every n validation
             epochs as ``<log_dir>/heatmaps/epoch_XXX.png`` (0 disables).
-        (recipe arguments: see :class:`PaperRecipeTask`)
+        clip_grad_norm / ema_decay: see :class:`PaperRecipeTask`.
     """
 
     def __init__(
         self,
+        *,
         image_tower: nn.Module,
         patch_tower: nn.Module,
         objective: Objective = "classification",
@@ -79,19 +86,12 @@ class AutoresolutionPretext(PaperRecipeTask):
         super_patch: int = 20,
         head_preset: Preset = "small",
         head_hidden: list[int] | None = None,
-        lr: float | None = None,
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
         heatmap_every_n_epochs: int = 1,
-        weight_decay: float = 4e-5,
-        momentum: float = 0.9,
-        recipe_optimizer: RecipeOptimizer = "rmsprop_tf",
-        rmsprop_decay: float = 0.9,
-        rmsprop_eps: float = 1.0,
-        lr_decay: float = 0.94,
-        lr_decay_epochs: int = 2,
         clip_grad_norm: float | None = 10.0,
         ema_decay: float | None = 0.999,
+        optim: OptimSpec = AUTORESOLUTION_OPTIM,
         channels_last: bool = True,
     ) -> None:
         for name, mod, attrs in (("image_tower", image_tower, ("embed_dim",)), ("patch_tower", patch_tower, ("embed_dim", "receptive_field", "grid_size"))):
@@ -104,11 +104,9 @@ class AutoresolutionPretext(PaperRecipeTask):
         self.monitor = "val/acc" if objective == "classification" else "val/mae"
         self.mode = "max" if objective == "classification" else "min"
         super().__init__(
-            DEFAULT_LR[objective] if lr is None else lr, weight_decay, momentum, recipe_optimizer, rmsprop_decay,
-            rmsprop_eps, lr_decay, lr_decay_epochs, clip_grad_norm, ema_decay, channels_last,
+            optim=optim, clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, channels_last=channels_last,
             modules={"image_tower": image_tower, "patch_tower": patch_tower},
         )
-        self.hparams.lr = DEFAULT_LR[objective] if lr is None else lr  # saved explicitly
         self._heatmap_inputs: tuple[Tensor, Tensor, Tensor] | None = None
 
     image_tower: nn.Module
@@ -250,8 +248,9 @@ class AutoresolutionClassifier(PaperRecipeTask):
         head_only_steps: optimiser steps that train only the softmax layer with the tower frozen
             (paper: 10K); then all parameters are fine-tuned.
         dropout: dropout before the softmax layer (paper: 50%).
-        lr: learning rate (paper: 0.01 baseline, 0.003 after classification pretext, 0.001 after
-            regression pretext).
+        optim: Sec. 3.1's recipe at 0.01 (paper: 0.01 baseline, 0.003 after classification
+            pretext, 0.001 after regression pretext). Parameter groups: ``image_tower`` and
+            ``head`` (the softmax layer).
         (recipe arguments: see :class:`PaperRecipeTask`)
     """
 
@@ -260,31 +259,25 @@ class AutoresolutionClassifier(PaperRecipeTask):
 
     def __init__(
         self,
+        *,
         image_tower: nn.Module,
         num_classes: int = 10,
         input_key: Literal["lr", "hr"] = "lr",
         pretrained: str | None = None,
         head_only_steps: int = 10_000,
         dropout: float = 0.5,
-        lr: float = 0.01,
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
-        weight_decay: float = 4e-5,
-        momentum: float = 0.9,
-        recipe_optimizer: RecipeOptimizer = "rmsprop_tf",
-        rmsprop_decay: float = 0.9,
-        rmsprop_eps: float = 1.0,
-        lr_decay: float = 0.94,
-        lr_decay_epochs: int = 2,
         clip_grad_norm: float | None = 10.0,
         ema_decay: float | None = 0.999,
+        optim: OptimSpec = AUTORESOLUTION_TRANSFER_OPTIM,
         channels_last: bool = True,
     ) -> None:
         if not hasattr(image_tower, "embed_dim"):
             raise TypeError(f"image_tower ({type(image_tower).__name__}) lacks `embed_dim`; use lr_lightning.nn.LRImageTower")
         super().__init__(
-            lr, weight_decay, momentum, recipe_optimizer, rmsprop_decay, rmsprop_eps, lr_decay, lr_decay_epochs,
-            clip_grad_norm, ema_decay, channels_last, modules={"image_tower": image_tower},
+            optim=optim, clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, channels_last=channels_last,
+            modules={"image_tower": image_tower},
         )
 
     image_tower: nn.Module
@@ -304,6 +297,11 @@ class AutoresolutionClassifier(PaperRecipeTask):
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
 
+    def parameter_groups(self) -> dict[str, list[Tensor]]:
+        """``image_tower`` and ``head``. All tower parameters are handed to the optimiser: the
+        head-only phase freezes them by ``requires_grad`` (no gradient, so no update)."""
+        return {"image_tower": list(self.image_tower.parameters()), "head": list(self.classifier.parameters())}
+
     @property
     def tower_frozen(self) -> bool:
         """True during the head-only phase (Sec. 3.3)."""
@@ -321,10 +319,7 @@ class AutoresolutionClassifier(PaperRecipeTask):
         return self.classifier(self.image_tower(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        key = self.hparams.input_key
-        if key not in batch:
-            raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batch)}); for input_key='lr' give the data module a `degradation`")
-        logits = self(batch[key]).float()
+        logits = self(batch_entry(batch, self.hparams.input_key, type(self).__name__)).float()
         y = batch["label"]
         loss = F.cross_entropy(logits, y)
         metrics = getattr(self, f"{stage}_metrics")

@@ -1,10 +1,12 @@
 """The training recipe of paper D Sec. 3.1, shared by the pretext and the transfer tasks.
 
 * RMSprop with decay 0.9 and epsilon 1.0 in TensorFlow's form (epsilon inside the square root),
-  i.e. ``timm.optim.RMSpropTF``; torch's ``RMSprop`` adds epsilon outside the root, which with
-  ``eps=1.0`` is a different optimiser. Momentum is not stated in the paper; 0.9 is the value of
-  the Inception recipe (Szegedy et al. 2015) this paper's setup follows, and is configurable.
-* Learning rate x 0.94 every 2 epochs (staircase), gradients clipped to global norm 10.
+  i.e. ``timm.optim.RMSpropTF`` (``optim.name: rmsprop_tf``); torch's ``RMSprop`` adds epsilon
+  outside the root, which with ``eps=1.0`` is a different optimiser (``optim.name: rmsprop``).
+  Momentum is not stated in the paper; 0.9 is the value of the Inception recipe (Szegedy et al.
+  2015) this paper's setup follows, and is configurable.
+* Learning rate x 0.94 every 2 epochs (``optim.scheduler: step``), gradients clipped to global
+  norm 10 (``clip_grad_norm``).
 * Evaluation with a running average of the parameters: Lightning's ``WeightAveraging`` callback
   (``torch.optim.swa_utils.AveragedModel``) with TensorFlow's ``ExponentialMovingAverage``
   decay schedule ``min(decay, (1 + n) / (10 + n))``; validation, the saved checkpoints (so the
@@ -15,18 +17,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
-from timm.optim import RMSpropTF
 from torch import Tensor
 
 from lr_lightning.methods.base import BaseTask
-
-RecipeOptimizer = Literal["rmsprop_tf", "rmsprop"]
+from lr_lightning.methods.optim import OptimSpec
 
 
 def tf_ema_avg_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor | int], Tensor]:
@@ -79,12 +79,12 @@ class EvaluationEMA(WeightAveraging):
 
 
 class PaperRecipeTask(BaseTask):
-    """:class:`BaseTask` with paper D's optimiser, schedule, clipping and parameter EMA.
+    """:class:`BaseTask` with paper D's gradient clipping and parameter EMA; the optimiser and
+    schedule of Sec. 3.1 are the default ``optim`` of its subclasses
+    (:data:`~lr_lightning.methods.optim.AUTORESOLUTION_OPTIM`: TF RMSprop, decay 0.9, eps 1.0,
+    x0.94 every 2 epochs).
 
-    Args (besides :class:`BaseTask`'s ``lr``, ``weight_decay``, ``momentum``, ``channels_last``):
-        recipe_optimizer: ``rmsprop_tf`` (paper) or ``rmsprop`` (torch's, epsilon outside the root).
-        rmsprop_decay / rmsprop_eps: 0.9 / 1.0 (Sec. 3.1).
-        lr_decay / lr_decay_epochs: multiply the rate by 0.94 every 2 epochs (Sec. 3.1).
+    Args (keyword-only, besides :class:`BaseTask`'s ``optim`` and ``channels_last``):
         clip_grad_norm: global-norm clipping threshold (10, Sec. 3.1); ``None`` disables it.
         ema_decay: decay of the parameter running average used for evaluation; ``None`` disables
             it (the paper does not give the value; TF's Inception used 0.9999 for long runs).
@@ -92,39 +92,14 @@ class PaperRecipeTask(BaseTask):
 
     def __init__(
         self,
-        lr: float,
-        weight_decay: float,
-        momentum: float,
-        recipe_optimizer: RecipeOptimizer,
-        rmsprop_decay: float,
-        rmsprop_eps: float,
-        lr_decay: float,
-        lr_decay_epochs: int,
+        *,
+        optim: OptimSpec,
         clip_grad_norm: float | None,
         ema_decay: float | None,
         channels_last: bool,
         modules: dict[str, torch.nn.Module],
     ) -> None:
-        super().__init__(
-            optimizer="sgd", lr=lr, weight_decay=weight_decay, momentum=momentum, scheduler="none",
-            channels_last=channels_last, modules=modules,
-        )
-
-    def build_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
-        hp = self.hparams
-        lr = hp.lr if lr is None else lr
-        if hp.recipe_optimizer == "rmsprop_tf":
-            return RMSpropTF(params, lr=lr, alpha=hp.rmsprop_decay, eps=hp.rmsprop_eps, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return torch.optim.RMSprop(params, lr=lr, alpha=hp.rmsprop_decay, eps=hp.rmsprop_eps, momentum=hp.momentum, weight_decay=hp.weight_decay)
-
-    def optimized_parameters(self) -> list[Tensor]:
-        # every parameter (frozen phases only set requires_grad; optimisers skip params without grad)
-        return list(self.parameters())
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer(self.optimized_parameters())
-        sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.hparams.lr_decay_epochs, gamma=self.hparams.lr_decay)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        super().__init__(optim=optim, channels_last=channels_last, modules=modules)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None

@@ -17,7 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import Degradation
-from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
+from lr_lightning.methods.base import BaseTask, batch_entry
+from lr_lightning.methods.optim import CLASSIFIER_OPTIM, OptimSpec
 from lr_lightning.nn.weights import load_module_weights
 
 
@@ -36,7 +37,8 @@ class ImageClassifier(BaseTask):
         init_checkpoint: weights that initialise ``net`` (an ImageClassifier checkpoint, whose
             ``net.*`` entries are used, or a plain state dict), e.g. an LR-CNN initialised from
             the HR-CNN as PatchDrop (paper C, Sec. 5.1) does; ``None`` = the network's own init.
-        (optimiser arguments: see :class:`BaseTask`)
+        optim: optimiser and schedule (default: SGD 0.1, Nesterov, wd 5e-4, cosine).
+        channels_last: NHWC memory format (see :class:`BaseTask`).
     """
 
     monitor = "val/acc"
@@ -44,6 +46,7 @@ class ImageClassifier(BaseTask):
 
     def __init__(
         self,
+        *,
         net: nn.Module,
         num_classes: int = 10,
         input_key: Literal["hr", "lr"] = "lr",
@@ -51,22 +54,12 @@ class ImageClassifier(BaseTask):
         std: tuple[float, float, float] = CIFAR10_STD,
         label_smoothing: float = 0.0,
         test_degradations: list[str] | None = None,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: SchedulerName = "cosine",
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-        channels_last: bool = True,
         init_checkpoint: str | None = None,
+        optim: OptimSpec = CLASSIFIER_OPTIM,
+        channels_last: bool = True,
     ) -> None:
         self.test_degradation_list = [Degradation.from_name(n) for n in (test_degradations or [])]
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, betas, scheduler, milestones, gamma, channels_last,
-            modules={"net": net},
-        )
+        super().__init__(optim=optim, channels_last=channels_last, modules={"net": net})
 
     net: nn.Module
 
@@ -100,13 +93,7 @@ class ImageClassifier(BaseTask):
         return logits
 
     def _input(self, batch: dict[str, Any]) -> Tensor:
-        key = self.hparams.input_key
-        if key not in batch:
-            raise KeyError(
-                f"batch has no {key!r} entry (keys: {sorted(batch)}); for input_key='lr' give the "
-                f"data module a `degradation`"
-            )
-        return batch[key]
+        return batch_entry(batch, self.hparams.input_key, type(self).__name__)
 
     def _step(self, batch: dict[str, Any], metrics: MetricCollection, stage: str) -> Tensor:
         logits = self(self._input(batch))

@@ -25,12 +25,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import ResizeDegradation, upsample
-from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
+from lr_lightning.methods.base import BaseTask, batch_entry
 from lr_lightning.methods.darionet.loss import (
     cross_entropy_gap,
     feature_distillation_loss,
     logit_distillation_loss,
 )
+from lr_lightning.methods.optim import DARIONET_OPTIM, OptimSpec
 from lr_lightning.metrics import PSNRY, SSIMY
 from lr_lightning.nn.weights import load_module_weights, load_state_dict_file
 
@@ -70,7 +71,8 @@ class DarioNetTask(BaseTask):
         feature_weight: weight of the feature MSE on ``feature_layers`` (0 in the paper).
         feature_layers: teacher sub-module names (``teacher.get_submodule``), e.g.
             ``["layers.1", "layers.2"]`` (stages 2 and 3 of ``CifarResNet``).
-        (optimiser arguments: see :class:`BaseTask`; Adam 1e-4, betas (0.9, 0.99))
+        optim: optimiser of the SR net (default Adam 1e-4, betas (0.9, 0.99)).
+        channels_last: NHWC memory format (see :class:`BaseTask`).
     """
 
     monitor = "val/loss"
@@ -81,6 +83,7 @@ class DarioNetTask(BaseTask):
 
     def __init__(
         self,
+        *,
         net: nn.Module,
         teacher: nn.Module,
         net_ckpt: str | None = None,
@@ -97,14 +100,7 @@ class DarioNetTask(BaseTask):
         pixel_weight: float = 0.0,
         feature_weight: float = 0.0,
         feature_layers: list[str] | None = None,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.99),
-        scheduler: SchedulerName = "none",
-        milestones: list[int] | None = None,
-        gamma: float = 0.5,
+        optim: OptimSpec = DARIONET_OPTIM,
         channels_last: bool = False,
     ) -> None:
         if feature_weight > 0 and not feature_layers:
@@ -122,16 +118,17 @@ class DarioNetTask(BaseTask):
             warnings.warn("teacher_ckpt is null: the teacher keeps the weights it was built with "
                           "(random unless it loaded its own weights file)", stacklevel=2)
         self.lr_degradation = lr_degradation
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, betas, scheduler, milestones, gamma, channels_last,
-            modules={"net": net, "teacher": teacher},
-        )
+        super().__init__(optim=optim, channels_last=channels_last, modules={"net": net, "teacher": teacher})
 
     net: nn.Module
     teacher: nn.Module
     lr_degradation: ResizeDegradation | None
 
     # -- set-up --------------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[Tensor]]:
+        """``net``: only the SR network trains (the teacher is frozen)."""
+        return {"net": list(self.net.parameters())}
+
     def configure_models(self) -> None:
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -165,10 +162,7 @@ class DarioNetTask(BaseTask):
     def lr_input(self, batch: dict[str, Any]) -> Tensor:
         if self.lr_degradation is not None:
             return self.lr_degradation(batch["hr"])
-        if "lr" not in batch:
-            raise KeyError("batch has no 'lr' entry: give the data module a `degradation` or the task an "
-                           "`lr_degradation`")
-        return batch["lr"]
+        return batch_entry(batch, "lr", "DarioNetTask (or give the task an `lr_degradation`)")
 
     def super_resolve(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
         """``SR(lr)`` resized to ``size`` when the net's output has another size."""

@@ -4,7 +4,7 @@ Meta-training (paper A Sec. 3, Fig. 1, Sec. 4.2): every step draws ``M`` tasks u
 :class:`~lr_lightning.degrade.DegradationSpace` ({max, avg} pooling x DoReFa {2, 3, 4, 8, 16, 32}
 bits by default) with an explicit ``torch.Generator``; each task gets a labelled support and query
 mini-batch from the training split, both degraded by that task. The base CNN (Conv4, Table 1
-right) is adapted with ``inner_steps`` SGD steps at ``inner_lr`` on the support batch (MAML
+right) is adapted with ``inner_steps`` SGD steps at ``inner_learning_rate`` on the support batch (MAML
 Eq. 1), the query loss after adaptation is averaged over the ``M`` tasks and one Adam step is
 taken on it (MAML Eq. 3; Adam 1e-4 in Sec. 4.5). ``algorithm="joint"`` is the ablation without
 meta-learning: the same degraded task batches, one ordinary minibatch step on all of them.
@@ -14,7 +14,7 @@ adapted on the first (support) and the accuracy/loss on the second (query) are l
 (``val/acc_before``) and after (``val/acc``, ``val/query_loss``) adaptation.
 
 Test = the meta-test protocol (:mod:`.adaptation`) for each of ``test_targets``: ``adapt_k``
-training images, ``adapt_steps`` SGD steps at ``adapt_lr``, accuracy on the whole test set
+training images, ``adapt_steps`` SGD steps at ``adapt_learning_rate``, accuracy on the whole test set
 before/after (``test/acc_before/<target>``, ``test/acc_after/<target>``).
 """
 
@@ -38,8 +38,9 @@ from lr_lightning.meta import (
     inner_loop,
     meta_parameters,
 )
-from lr_lightning.methods.base import BaseTask, OptimizerName
+from lr_lightning.methods.base import BaseTask
 from lr_lightning.methods.maml_degradation.adaptation import adapt_classifier, sample_support
+from lr_lightning.methods.optim import MAML_OPTIM, OptimSpec
 
 
 def split_tasks(
@@ -92,16 +93,16 @@ class MAMLDegradationClassifier(BaseTask):
             count of 64 images per meta-step) or ``disjoint`` (own images per task), see
             :func:`split_tasks`.
         inner_steps: SGD steps on the support batch (5 in the paper).
-        inner_lr: inner SGD rate (0.01 in the paper).
+        inner_learning_rate: inner SGD rate (0.01 in the paper).
         first_order: FOMAML instead of second-order MAML.
         bn: BatchNorm handling in the inner loop and at evaluation (see :mod:`lr_lightning.meta`):
             ``transductive`` (batch statistics, reference MAML) or ``running``.
         task_seed: seed of the task sampler (offset by the DDP rank).
         val_degradation: degradation of the validation input (paper: bicubic).
         test_targets: unseen degradations of the meta-test protocol (names, e.g. ``bilinear2``).
-        adapt_k / adapt_steps / adapt_lr / adapt_seed: the protocol's k, n, rate and support seed.
+        adapt_k / adapt_steps / adapt_learning_rate / adapt_seed: the protocol's k, n, rate and support seed.
         mean / std: input normalisation.
-        (optimiser arguments: the outer optimiser, Adam 1e-4 in the paper)
+        optim: the outer (meta) optimiser over the base network (Adam 1e-4 in paper A, Sec. 4.5).
     """
 
     monitor = "val/acc"
@@ -110,6 +111,7 @@ class MAMLDegradationClassifier(BaseTask):
 
     def __init__(
         self,
+        *,
         net: nn.Module,
         num_classes: int = 10,
         algorithm: Literal["maml", "joint"] = "maml",
@@ -119,7 +121,7 @@ class MAMLDegradationClassifier(BaseTask):
         tasks_per_step: int = 4,
         task_batches: Literal["shared", "disjoint"] = "shared",
         inner_steps: int = 5,
-        inner_lr: float = 0.01,
+        inner_learning_rate: float = 0.01,
         first_order: bool = False,
         bn: BNMode = "transductive",
         task_seed: int = 0,
@@ -127,15 +129,11 @@ class MAMLDegradationClassifier(BaseTask):
         test_targets: list[str] | None = None,
         adapt_k: int = 32,
         adapt_steps: int = 5,
-        adapt_lr: float = 0.01,
+        adapt_learning_rate: float = 0.01,
         adapt_seed: int = 0,
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
+        optim: OptimSpec = MAML_OPTIM,
         channels_last: bool = False,
     ) -> None:
         if tasks_per_step < 1:
@@ -146,9 +144,7 @@ class MAMLDegradationClassifier(BaseTask):
         for d in [self.val_deg, *self.targets]:
             if d.factor != factor or d.upsample:
                 raise ValueError(f"degradation {d.name!r} must downsample by factor {factor} without upsampling")
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, betas, "none", None, 0.1, channels_last, modules={"net": net}
-        )
+        super().__init__(optim=optim, channels_last=channels_last, modules={"net": net})
         self.task_generator = torch.Generator().manual_seed(task_seed)
 
     net: nn.Module
@@ -175,10 +171,6 @@ class MAMLDegradationClassifier(BaseTask):
     def _loss_fn(self, forward: Any, batch: tuple[Tensor, Tensor]) -> Tensor:
         return F.cross_entropy(forward(self.normalize(batch[0])), batch[1])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The outer (meta) optimiser over the base network (Adam 1e-4 in paper A, Sec. 4.5)."""
-        return self.build_optimizer(self.optimized_parameters())
-
     # -- meta-training -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # Different tasks on every DDP rank (the data differ too); reproducible from task_seed.
@@ -202,7 +194,7 @@ class MAMLDegradationClassifier(BaseTask):
         query_losses, support_first, support_last, accs = [], [], [], []
         for deg, (s, sy, q, qy) in zip(tasks, groups, strict=True):
             res = inner_loop(
-                self.net, params, self._loss_fn, (deg(s), sy), hp.inner_steps, hp.inner_lr,
+                self.net, params, self._loss_fn, (deg(s), sy), hp.inner_steps, hp.inner_learning_rate,
                 first_order=hp.first_order, buffers=buffers, bn=hp.bn,
             )
             logits = functional_forward(self.net, res.params, res.buffers)(self.normalize(deg(q)))
@@ -256,7 +248,7 @@ class MAMLDegradationClassifier(BaseTask):
             if q.shape[0] == 0:
                 q, qy = s, sy
             xs, xq = self.val_deg(s), self.val_deg(q)
-            res = adapt_classifier(self, xs, sy, self.hparams.inner_steps, self.hparams.inner_lr, self.hparams.bn)
+            res = adapt_classifier(self, xs, sy, self.hparams.inner_steps, self.hparams.inner_learning_rate, self.hparams.bn)
             with torch.no_grad(), batch_norm_uses_batch_stats(self, enabled=self.hparams.bn == "transductive"):
                 before = self._forward_with(None, None, xq)
                 after = self._forward_with(res.params, res.buffers, xq)
@@ -286,7 +278,7 @@ class MAMLDegradationClassifier(BaseTask):
             hr, y = sample_support(dm.train_set, hp.adapt_k, torch.Generator().manual_seed(hp.adapt_seed))
             hr, y = hr.to(self.device), y.to(self.device)
             for deg in self.targets:
-                self._adapted.append(adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_lr, hp.bn))
+                self._adapted.append(adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_learning_rate, hp.bn))
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hr, y = batch["hr"], batch["label"]

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from lr_lightning.methods.base import OptimizerName, SchedulerName
+from lr_lightning.methods.base import batch_entry
 from lr_lightning.methods.classification import ImageClassifier
+from lr_lightning.methods.optim import CLASSIFIER_OPTIM, OptimSpec
 from lr_lightning.methods.patchdrop import grid as G
 from lr_lightning.nn.weights import load_module_weights
 
@@ -61,6 +62,7 @@ class AugmentedClassifier(ImageClassifier):
 
     def __init__(
         self,
+        *,
         net: nn.Module,
         augment: AugmentKind = "hard_positive",
         policy: nn.Module | None = None,
@@ -73,16 +75,9 @@ class AugmentedClassifier(ImageClassifier):
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
         label_smoothing: float = 0.0,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: SchedulerName = "cosine",
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-        channels_last: bool = True,
         init_checkpoint: str | None = None,
+        optim: OptimSpec = CLASSIFIER_OPTIM,
+        channels_last: bool = True,
     ) -> None:
         if augment == "hard_positive" and policy is None:
             raise ValueError("augment='hard_positive' needs the PatchDrop `policy` network")
@@ -90,8 +85,8 @@ class AugmentedClassifier(ImageClassifier):
             raise ValueError(f"need 0 <= min_masked <= max_masked <= {grid * grid}, got {min_masked}, {max_masked}")
         self._pending_policy = [policy] if augment == "hard_positive" else []  # a list: no Module before __init__
         super().__init__(
-            net, num_classes, "hr", mean, std, label_smoothing, None, optimizer, lr, weight_decay, momentum, betas,
-            scheduler, milestones, gamma, channels_last, init_checkpoint,
+            net=net, num_classes=num_classes, input_key="hr", mean=mean, std=std, label_smoothing=label_smoothing,
+            init_checkpoint=init_checkpoint, optim=optim, channels_last=channels_last,
         )
 
     def configure_models(self) -> None:
@@ -119,9 +114,7 @@ class AugmentedClassifier(ImageClassifier):
         b, _, h, w = hr.shape
         if hp.augment == "cutout":
             return cutout_mask(b, h, w, hp.cutout_size, device=hr.device)
-        if "lr" not in batch:
-            raise KeyError("hard-positive sampling feeds batch['lr'] to the policy: give the data module a `degradation`")
-        lr = batch["lr"]
+        lr = batch_entry(batch, "lr", "hard-positive sampling (the policy reads the LR image)")
         with torch.no_grad():
             probs = torch.sigmoid(self.policy(self.normalize(lr)).float())
         m = torch.randint(hp.min_masked, hp.max_masked + 1, (b,), device=hr.device)

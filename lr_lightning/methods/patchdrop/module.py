@@ -37,7 +37,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import upsample
 from lr_lightning.degrade.resize import UpsampleMode
-from lr_lightning.methods.base import BaseTask, OptimizerName
+from lr_lightning.methods.base import BaseTask, batch_entry
+from lr_lightning.methods.optim import PATCHDROP_OPTIM, OptimSpec
 from lr_lightning.methods.patchdrop import grid as G
 from lr_lightning.methods.patchdrop import rl
 from lr_lightning.nn.weights import load_module_weights
@@ -76,8 +77,9 @@ class PatchDrop(BaseTask):
         hr_checkpoint / lr_checkpoint: pre-trained classifier weights (prefix ``net.`` is used
             when present, so an ImageClassifier checkpoint works as is).
         init_checkpoint: a previous PatchDrop stage's checkpoint (policy and HR classifier).
-        classifier_lr: Adam learning rate of the HR classifier at Ft-1/Ft-2 (``lr`` is the
-            policy's; paper: 1e-4 for both).
+        optim: optimiser over the parameter groups ``policy`` and ``hr_classifier`` (Ft-1 /
+            Ft-2); paper: Adam 1e-4 for both. Give the classifier its own rate with
+            ``group_learning_rates: {hr_classifier: ...}``.
         figure_images: test images drawn in the policy figure (Fig. 4/6); 0 disables it.
         saliency_temperature: softmax temperature of the soft mask used to train ``saliency``.
     """
@@ -88,6 +90,7 @@ class PatchDrop(BaseTask):
 
     def __init__(
         self,
+        *,
         hr_classifier: nn.Module,
         policy: nn.Module | None = None,
         lr_classifier: nn.Module | None = None,
@@ -107,13 +110,9 @@ class PatchDrop(BaseTask):
         hr_checkpoint: str | None = None,
         lr_checkpoint: str | None = None,
         init_checkpoint: str | None = None,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-4,
-        classifier_lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
         figure_images: int = 16,
         saliency_temperature: float = 1.0,
+        optim: OptimSpec = PATCHDROP_OPTIM,
         channels_last: bool = True,
     ) -> None:
         needs_policy = policy_kind in ("learned", "saliency")
@@ -135,9 +134,7 @@ class PatchDrop(BaseTask):
             modules["policy"] = policy
         if stage == "ft2" and lr_classifier is not None:
             modules["lr_classifier"] = lr_classifier
-        super().__init__(
-            optimizer, lr, weight_decay, 0.9, betas, "none", None, 0.1, channels_last, modules=modules
-        )
+        super().__init__(optim=optim, channels_last=channels_last, modules=modules)
         self.automatic_optimization = False
 
     hr_classifier: nn.Module
@@ -209,14 +206,16 @@ class PatchDrop(BaseTask):
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def parameter_groups(self) -> dict[str, list[Tensor]]:
+        """``policy`` (learned / saliency policies, when not frozen) and ``hr_classifier``
+        (Ft-1 / Ft-2)."""
         hp = self.hparams
-        groups: list[dict[str, Any]] = []
+        groups: dict[str, list[Tensor]] = {}
         if hp.policy_kind in ("learned", "saliency") and not any(m is self.policy for m in self.frozen_modules()):
-            groups.append({"params": list(self.policy.parameters()), "lr": hp.lr})
+            groups["policy"] = list(self.policy.parameters())
         if hp.stage != "pt":
-            groups.append({"params": list(self.hr_classifier.parameters()), "lr": hp.classifier_lr})
-        return self.build_optimizer(groups)
+            groups["hr_classifier"] = list(self.hr_classifier.parameters())
+        return groups
 
     # -- building blocks ----------------------------------------------------------------------
     def policy_probs(self, lr: Tensor) -> Tensor:
@@ -411,9 +410,7 @@ class PatchDrop(BaseTask):
 
 
 def _lr(batch: dict[str, Any]) -> Tensor:
-    if "lr" not in batch:
-        raise KeyError(f"PatchDrop needs the LR image `lr` in the batch (keys: {sorted(batch)}); give the data module a `degradation`")
-    return batch["lr"]
+    return batch_entry(batch, "lr", "PatchDrop")
 
 
 def policy_statistics(actions: Tensor, correct: Tensor) -> dict[str, Any]:

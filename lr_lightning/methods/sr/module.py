@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lr_lightning.methods.base import BaseTask, OptimizerName, SchedulerName
+from lr_lightning.methods.base import BaseTask
+from lr_lightning.methods.optim import SR_OPTIM, OptimSpec
 from lr_lightning.metrics import PSNRY
 
 
@@ -24,8 +25,8 @@ class SuperResolutionTask(BaseTask):
         net: the SR network (e.g. ``lr_lightning.nn.ZSSR8``); output must be the HR size.
         scale: SR factor; also the PSNR border shave.
         loss: ``l1`` (ESRGAN/EDSR PSNR-oriented pre-training) or ``l2``.
-        (optimiser arguments: see :class:`BaseTask`; the defaults are Adam 2e-4, betas
-        (0.9, 0.99) as BasicSR/ESRGAN)
+        optim: optimiser and schedule (default Adam 2e-4, betas (0.9, 0.99) as BasicSR/ESRGAN).
+        channels_last: NHWC memory format (see :class:`BaseTask`).
     """
 
     monitor = "val/psnr_y"
@@ -33,23 +34,14 @@ class SuperResolutionTask(BaseTask):
 
     def __init__(
         self,
+        *,
         net: nn.Module,
         scale: int = 2,
         loss: Literal["l1", "l2"] = "l1",
-        optimizer: OptimizerName = "adam",
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.99),
-        scheduler: SchedulerName = "none",
-        milestones: list[int] | None = None,
-        gamma: float = 0.5,
+        optim: OptimSpec = SR_OPTIM,
         channels_last: bool = False,
     ) -> None:
-        super().__init__(
-            optimizer, lr, weight_decay, momentum, betas, scheduler, milestones, gamma, channels_last,
-            modules={"net": net},
-        )
+        super().__init__(optim=optim, channels_last=channels_last, modules={"net": net})
 
     net: nn.Module
 
