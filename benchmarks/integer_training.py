@@ -41,6 +41,7 @@ from lr_lightning.callbacks.cost import LayerShape, acceleration_table  # noqa: 
 from lr_lightning.data import CIFARDataModule, SRDataModule  # noqa: E402
 from lr_lightning.degrade import Degradation  # noqa: E402
 from lr_lightning.methods import ImageClassifier  # noqa: E402
+from lr_lightning.methods.optim import OptimSpec  # noqa: E402
 from lr_lightning.methods.sr import SuperResolutionTask  # noqa: E402
 from lr_lightning.nn import ZSSR8, Conv4  # noqa: E402
 from lr_lightning.quant import (  # noqa: E402
@@ -154,7 +155,7 @@ def _sr_task(state: dict | None, optimizer: str, lr: float) -> SuperResolutionTa
     net = ZSSR8(2)
     if state is not None:
         net.load_state_dict(state)
-    return SuperResolutionTask(net, scale=2, optimizer=optimizer, lr=lr, momentum=0.0)
+    return SuperResolutionTask(net=net, scale=2, optim=OptimSpec(name=optimizer, learning_rate=lr, momentum=0.0))
 
 
 def _psnr(trainer: Trainer, task: SuperResolutionTask, dm: SRDataModule) -> float:
@@ -242,7 +243,10 @@ def conv4_runs(p: dict[str, Any], out: Path) -> dict[str, Any]:
             batch_size=64, eval_batch_size=256, degradation=Degradation(mode="bicubic", factor=2),
             train_subset=p["conv4_subset"],
         )
-        task = ImageClassifier(net, num_classes=10, input_key="lr", optimizer=optimizer, lr=lr, momentum=0.0)
+        task = ImageClassifier(
+            net=net, num_classes=10, input_key="lr",
+            optim=OptimSpec(name=optimizer, learning_rate=lr, momentum=0.0, weight_decay=5e-4, scheduler="cosine"),
+        )
         trainer = _trainer(None, callbacks, out, name, epochs=p["conv4_epochs"])
         t = time.perf_counter()
         trainer.fit(task, datamodule=dm)

@@ -48,6 +48,7 @@ from lr_lightning.methods.maml_degradation import (  # noqa: E402
     evaluate_classifier,
     sample_support,
 )
+from lr_lightning.methods.optim import MAML_OPTIM, SR_OPTIM, OptimSpec  # noqa: E402
 from lr_lightning.methods.sr import SuperResolutionTask  # noqa: E402
 from lr_lightning.nn import ZSSR8, Conv4  # noqa: E402
 from lr_lightning.plotting import pyplot  # noqa: E402
@@ -101,15 +102,14 @@ def trainer(run: str, max_steps: int, root: Path, val_every: int | None = None, 
 def maml_module(algorithm: str, first_order: bool, lr: float, bn: str = "transductive") -> MAMLDegradationClassifier:
     torch.manual_seed(0)
     return MAMLDegradationClassifier(
-        Conv4(10, 16), algorithm=algorithm, first_order=first_order, lr=lr, bn=bn,  # type: ignore[arg-type]
+        net=Conv4(10, 16), algorithm=algorithm, first_order=first_order, optim=MAML_OPTIM.with_learning_rate(lr), bn=bn,  # type: ignore[arg-type]
         tasks_per_step=4, inner_steps=5, inner_learning_rate=0.01, task_batches="shared",
     )
 
 
 def classifier(net: nn.Module, lr: float = 1e-3, normalize: bool = True) -> ImageClassifier:
     kw: dict[str, Any] = {} if normalize else {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-    return ImageClassifier(net, input_key="lr", optimizer="adam", lr=lr, weight_decay=0.0, scheduler="none",
-                           channels_last=False, **kw)
+    return ImageClassifier(net=net, input_key="lr", optim=OptimSpec(name="adam", learning_rate=lr), channels_last=False, **kw)
 
 
 def plain_l2l_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
@@ -282,7 +282,7 @@ def main() -> None:
         torch.manual_seed(0)
         fit(f"oracle[{t.name}]", classifier(Conv4(10, 16)), int(prof["cls_epochs"] * steps_per_epoch), 32, t)
     torch.manual_seed(0)
-    sr_task = SuperResolutionTask(ZSSR8(scale=2, width=32, depth=8), scale=2, lr=1e-3)
+    sr_task = SuperResolutionTask(net=ZSSR8(scale=2, width=32, depth=8), scale=2, optim=SR_OPTIM.with_learning_rate(1e-3))
     fit("sr_zssr8", sr_task, int(prof["sr_epochs"] * math.ceil(n_train / 64)), 64, Degradation("bicubic", 2))
     sr_ckpt = runs / "sr_zssr8.pt"
     torch.save({f"net.{k}": v for k, v in sr_task.net.state_dict().items()}, sr_ckpt)
