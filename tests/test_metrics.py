@@ -39,3 +39,24 @@ def test_psnr_metric_averages_per_image() -> None:
     m.update(sr[:2], hr[:2])
     m.update(sr[2:], hr[2:])
     assert float(m.compute()) == pytest.approx(float(psnr_y(sr, hr, 2).mean()), rel=1e-6)
+
+
+def test_inference_cost_counts_macs_and_used_parameters() -> None:
+    from torch import nn
+
+    from lr_lightning.metrics.inference_cost import inference_cost
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.fc = nn.Linear(8, 5)
+            self.unused = nn.Linear(100, 100)  # e.g. a training-only network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    m = Two()
+    macs, params = inference_cost(m, lambda: m(torch.rand(4, 3, 8, 8)), 4)
+    assert macs == 8 * 3 * 9 * 64 + 8 * 5  # conv: c_out c_in k^2 H W; linear: in x out (per image)
+    assert params == 8 * 3 * 9 + 8 * 5 + 5  # the unused layer does not count

@@ -27,15 +27,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
+from lr_lightning.callbacks.test_keys import SharedTestKeys
 from lr_lightning.methods.optim import OptimSpec, build_optimizer, build_scheduler
-from lr_lightning.metrics.inference_cost import inference_cost
-
-
-def _batch_size(batch: dict[str, Any]) -> int:
-    for v in batch.values():
-        if isinstance(v, Tensor) and v.ndim > 0:
-            return int(v.shape[0])
-    return 1
 
 
 def batch_entry(batch: dict[str, Any], key: str, owner: str = "this task") -> Tensor:
@@ -68,7 +61,7 @@ class BaseTask(LightningModule):
         modules: networks built outside (dependency injection), attached by name.
     """
 
-    monitor: str = "val/loss"
+    monitor: str = "val/acc"
     mode: Literal["min", "max"] = "min"
     #: ``__init__`` arguments of a subclass that are objects (networks, degradations) not passed in
     #: ``modules``; they are kept out of the saved hyper-parameters like injected networks.
@@ -114,8 +107,9 @@ class BaseTask(LightningModule):
 
     def inference_step(self, batch: dict[str, Any]) -> Any:
         """The method's test-time prediction on ``batch``, without metric updates or logging:
-        what ``test/macs_per_image`` and ``test/params`` count (docs/metrics.md). Every method
-        overrides it; the base logs no cost when it is missing."""
+        what ``test/macs_per_image`` and ``test/params`` count (docs/metrics.md, logged by
+        :class:`~lr_lightning.callbacks.test_keys.SharedTestKeys`). Every method overrides it;
+        without it no cost is logged."""
         raise NotImplementedError
 
     def hr_pixel_fraction(self, batch: dict[str, Any]) -> float | Tensor | None:
@@ -123,23 +117,6 @@ class BaseTask(LightningModule):
         1 for a classifier on HR images, 0 for one on LR images; ``None`` when the method logs it
         itself (PatchDrop, per image) or it does not apply."""
         return None
-
-    # -- the shared test-time keys (docs/metrics.md) ---------------------------------------------
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(batch, dict):
-            return
-        n = _batch_size(batch)
-        if batch_idx == 0 and dataloader_idx == 0:
-            try:
-                macs, params = inference_cost(self, lambda: self.inference_step(batch), n)
-            except NotImplementedError:
-                pass
-            else:
-                self.log("test/macs_per_image", macs, batch_size=1, add_dataloader_idx=False)
-                self.log("test/params", float(params), batch_size=1, add_dataloader_idx=False)
-        frac = self.hr_pixel_fraction(batch)
-        if frac is not None:
-            self.log("test/hr_pixel_fraction", float(frac), batch_size=n, add_dataloader_idx=False)
 
     # -- helpers -------------------------------------------------------------------------------
     def register_normalization(self, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]) -> None:
@@ -193,8 +170,10 @@ class BaseTask(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": interval}}
 
     def configure_callbacks(self) -> list[Callback]:
-        """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model."""
+        """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model,
+        and the shared test keys (:class:`~lr_lightning.callbacks.test_keys.SharedTestKeys`)."""
         return [
+            SharedTestKeys(),
             BestAndLastCheckpoint(
                 monitor=self.monitor,
                 mode=self.mode,

@@ -145,7 +145,7 @@ def test_task_validation_loss_equals_ce_gap(tmp_path: Path) -> None:
     sr = F.interpolate(lr, scale_factor=4, mode="nearest")
     logits_sr, logits_hr = sr.mean((2, 3)) @ w.T, hr.mean((2, 3)) @ w.T
     expected = F.cross_entropy(logits_sr, y) - F.cross_entropy(logits_hr, y)
-    assert res["val/loss"] == pytest.approx(float(expected), abs=1e-5)
+    assert res["val/ce_gap"] == pytest.approx(float(expected), abs=1e-5)
     assert res["val/cross_loss"] == pytest.approx(float(((logits_sr - logits_hr) ** 2).mean()), abs=1e-5)
     assert res["val/acc_hr"] == pytest.approx(float((logits_hr.argmax(1) == y).float().mean()))
 
@@ -216,6 +216,6 @@ def test_test_run_writes_figures(tmp_path: Path) -> None:
     trainer = Trainer(logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
                       accelerator="cpu", default_root_dir=tmp_path)
     res = trainer.test(task, _loader(_batches(2)), verbose=False)[0]
-    assert {"test/loss", "test/acc", "test/acc_hr", "test/psnr_y", "test/ssim_y", "test/cross_loss"} <= set(res)
+    assert {"test/ce_gap", "test/acc", "test/acc_hr", "test/psnr_y", "test/ssim_y", "test/cross_loss"} <= set(res)
     figs = Path(trainer.log_dir) / "figures"
     assert (figs / "per_class_acc.png").stat().st_size > 0 and (figs / "grid.png").stat().st_size > 0

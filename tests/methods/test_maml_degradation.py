@@ -76,7 +76,7 @@ def test_maml_step_changes_weights_and_joint_has_no_inner_loop() -> None:
     m = _module()
     hr, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
     loss, logs = m.meta_loss(hr, y)
-    assert {"query_acc", "support_loss_first", "support_loss_last"} <= set(logs)
+    assert {"acc", "support_loss_first", "support_loss_last"} <= set(logs)
     assert logs["support_loss_last"] < logs["support_loss_first"]  # the inner loop adapts
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.net.parameters())
@@ -168,7 +168,7 @@ def test_support_and_query_never_see_test_images(tmp_path: Path, monkeypatch: py
     for hr in [*_Recorder.seen, *supports]:
         white = (hr.flatten(1) == 1.0).all(1)
         assert not white.any(), "a test image reached the meta-training / support batches"
-    assert "test/acc_after/bilinear2" in out[0] and "test/acc_before/bilinear2" in out[0]
+    assert "test/acc/bilinear2" in out[0] and "test/acc_before/bilinear2" in out[0]
     assert out[0]["test/acc"] >= 0
 
 
@@ -182,7 +182,7 @@ def test_cli_test_stage_runs_the_protocol(tiny_cifar: Path, tmp_path: Path, monk
     cli = main(["test", *common, "--ckpt_path", ckpt])
     metrics = cli.trainer.callback_metrics
     for target in ("bicubic2", "bilinear2", "nearest2", "area2", "blur2(s1.0)", "avgpool2+q5", "maxpool2+q6"):
-        assert f"test/acc_before/{target}" in metrics and f"test/acc_after/{target}" in metrics
+        assert f"test/acc_before/{target}" in metrics and f"test/acc/{target}" in metrics
 
 
 def test_bad_target_factor_is_rejected() -> None:

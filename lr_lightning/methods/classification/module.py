@@ -101,7 +101,12 @@ class ImageClassifier(BaseTask):
         loss = self.criterion(logits, y)
         bs = y.shape[0]
         metrics.update(logits.detach().float(), y)
-        self.log(f"{stage}/loss", loss, batch_size=bs, prog_bar=stage != "test", sync_dist=stage != "train")
+        # docs/metrics.md: train/loss is the objective, val|test/ce the cross-entropy of the prediction
+        if stage == "train":
+            self.log("train/loss", loss, batch_size=bs, prog_bar=True)
+        else:
+            ce = loss if self.hparams.label_smoothing == 0 else F.cross_entropy(logits.float(), y)
+            self.log(f"{stage}/ce", ce, batch_size=bs, prog_bar=stage == "val", sync_dist=True)
         self.log_dict(metrics, batch_size=bs, prog_bar=stage == "val", on_step=False, on_epoch=True)
         return loss
 
@@ -128,6 +133,14 @@ class ImageClassifier(BaseTask):
         if log_dir is not None and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "robustness.md").write_text(table)
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """Test-time prediction: logits of the classifier on its input."""
+        return self(self._input(batch))
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """1 for the HR-CNN (``input_key="hr"``), 0 for the LR-CNN."""
+        return 1.0 if self.hparams.input_key == "hr" else 0.0
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         logits = self(self._input(batch))

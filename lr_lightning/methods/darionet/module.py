@@ -75,7 +75,7 @@ class DarioNetTask(BaseTask):
         channels_last: NHWC memory format (see :class:`BaseTask`).
     """
 
-    monitor = "val/loss"
+    monitor = "val/ce_gap"
     mode = "min"
     # an object, not a hyper-parameter: kept out of the checkpoint so it loads with
     # weights_only=True (the CLI's saved config records it)
@@ -196,15 +196,15 @@ class DarioNetTask(BaseTask):
         bs = hr.shape[0]
         logit_loss = logit_distillation_loss(logits_sr, logits_hr)
         loss = hp.logit_weight * logit_loss
-        self.log("train/logit_loss", logit_loss, batch_size=bs)
+        self.log("train/loss_logit", logit_loss, batch_size=bs)
         if hp.pixel_weight > 0:
             pixel = F.l1_loss(sr.float(), hr.float())
             loss = loss + hp.pixel_weight * pixel
-            self.log("train/pixel_loss", pixel, batch_size=bs)
+            self.log("train/loss_pixel", pixel, batch_size=bs)
         if hp.feature_weight > 0:
             feat = feature_distillation_loss(feats_sr, feats_hr)
             loss = loss + hp.feature_weight * feat
-            self.log("train/feature_loss", feat, batch_size=bs)
+            self.log("train/loss_feature", feat, batch_size=bs)
         self.log("train/loss", loss, batch_size=bs, prog_bar=True)
         return loss
 
@@ -217,7 +217,7 @@ class DarioNetTask(BaseTask):
         # SR folders have no labels: the teacher's HR prediction stands in for them.
         y = batch["label"] if "label" in batch else logits_hr.argmax(-1)
         bs = hr.shape[0]
-        self.log(f"{stage}/loss", cross_entropy_gap(logits_sr, logits_hr, y), batch_size=bs, sync_dist=True,
+        self.log(f"{stage}/ce_gap", cross_entropy_gap(logits_sr, logits_hr, y), batch_size=bs, sync_dist=True,
                  prog_bar=stage == "val")
         self.log(f"{stage}/ce", F.cross_entropy(logits_sr, y), batch_size=bs, sync_dist=True)
         self.log(f"{stage}/ce_hr", F.cross_entropy(logits_hr, y), batch_size=bs, sync_dist=True)
@@ -258,13 +258,25 @@ class DarioNetTask(BaseTask):
             return
         from lr_lightning.methods.darionet.figures import save_image_grid, save_per_class_figure
 
-        names = getattr(self.trainer.datamodule, "classes", None) or [str(c) for c in range(len(acc["HR"]))]
+        names = getattr(self.trainer.datamodule, "classes", None)
+        if not names or len(names) != len(acc["HR"]):  # e.g. an ImageNet teacher on a few-class folder
+            names = [str(c) for c in range(len(acc["HR"]))]
         paths = [
             save_per_class_figure(Path(log_dir) / "figures" / "per_class_acc.png", names, acc,
                                   title="Per-class accuracy of the teacher on SR vs on HR"),
             save_image_grid(Path(log_dir) / "figures" / "grid.png", self._grid),
         ]
         self.log_image_files("test/darionet", paths)
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """Test-time prediction: the teacher's logits on the super-resolved image."""
+        hr = batch["hr"]
+        sr = self.super_resolve(self.lr_input(batch), tuple(hr.shape[-2:])).float().clamp(0, 1)
+        return self.teacher_logits(sr)
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """The prediction sees only the LR image (the HR pass is a reference)."""
+        return 0.0
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         with torch.no_grad():

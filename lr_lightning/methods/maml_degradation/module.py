@@ -10,12 +10,14 @@ taken on it (MAML Eq. 3; Adam 1e-4 in Sec. 4.5). ``algorithm="joint"`` is the ab
 meta-learning: the same degraded task batches, one ordinary minibatch step on all of them.
 
 Validation (Sec. 4.5: bicubic input, batch 16): each batch is split in two halves, the model is
-adapted on the first (support) and the accuracy/loss on the second (query) are logged before
-(``val/acc_before``) and after (``val/acc``, ``val/query_loss``) adaptation.
+adapted on the first (support) and the accuracy / cross-entropy on the second (query) are logged
+before (``val/acc_before``, ``val/ce_before``) and after (``val/acc``, ``val/ce``) adaptation.
 
-Test = the meta-test protocol (:mod:`.adaptation`) for each of ``test_targets``: ``adapt_k``
-training images, ``adapt_steps`` SGD steps at ``adapt_learning_rate``, accuracy on the whole test set
-before/after (``test/acc_before/<target>``, ``test/acc_after/<target>``).
+Test = the meta-test protocol (:mod:`.adaptation`) for ``val_degradation`` and each of
+``test_targets``: ``adapt_k`` training images, ``adapt_steps`` SGD steps at
+``adapt_learning_rate``, accuracy on the whole test set before / after adaptation
+(``test/acc_before``, ``test/acc`` for ``val_degradation``; ``test/acc_before/<target>``,
+``test/acc/<target>`` per target). Keys as in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class MAMLDegradationClassifier(BaseTask):
                 for when in ("before", "after")
             }
         )
+        self.test_acc_before = MulticlassAccuracy(n, average="micro")
         return MetricCollection({"acc": MulticlassAccuracy(n, average="micro")})
 
     # -- model ---------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ class MAMLDegradationClassifier(BaseTask):
                 support_first.append(res.losses[0])
                 support_last.append(res.losses[-1])
         loss = torch.stack(query_losses).mean()
-        logs = {"query_acc": torch.stack(accs).mean()}
+        logs = {"acc": torch.stack(accs).mean()}
         if support_first:
             logs["support_loss_first"] = torch.stack(support_first).mean()
             logs["support_loss_last"] = torch.stack(support_last).mean()
@@ -217,10 +220,9 @@ class MAMLDegradationClassifier(BaseTask):
         self.manual_backward(loss)  # under DDP the meta-gradients are averaged across ranks
         opt.step()
         bs = batch["hr"].shape[0]
-        name = "query_loss" if self.hparams.algorithm == "maml" else "loss"
-        self.log(f"train/{name}", loss.detach(), batch_size=bs, prog_bar=True)
-        if name != "loss":
-            self.log("train/loss", loss.detach(), batch_size=bs)
+        # the same keys for MAML and joint training (docs/metrics.md): train/loss is the objective
+        # (mean query loss after adaptation, or the joint batch loss), train/acc its accuracy
+        self.log("train/loss", loss.detach(), batch_size=bs, prog_bar=True)
         for k, v in logs.items():
             self.log(f"train/{k}", v.detach(), batch_size=bs)
         return loss.detach()
@@ -253,10 +255,9 @@ class MAMLDegradationClassifier(BaseTask):
                 before = self._forward_with(None, None, xq)
                 after = self._forward_with(res.params, res.buffers, xq)
         bs = qy.shape[0]
-        self.log("val/loss_before", F.cross_entropy(before, qy), batch_size=bs, sync_dist=True)
+        self.log("val/ce_before", F.cross_entropy(before, qy), batch_size=bs, sync_dist=True)
         self.log("val/acc_before", (before.argmax(-1) == qy).float().mean(), batch_size=bs, sync_dist=True)
-        self.log("val/query_loss", F.cross_entropy(after, qy), batch_size=bs, prog_bar=True, sync_dist=True)
-        self.log("val/loss", F.cross_entropy(after, qy), batch_size=bs, sync_dist=True)
+        self.log("val/ce", F.cross_entropy(after, qy), batch_size=bs, prog_bar=True, sync_dist=True)
         self.val_metrics.update(after, qy)
         self.log_dict(self.val_metrics, batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
 
@@ -267,9 +268,8 @@ class MAMLDegradationClassifier(BaseTask):
 
     # -- test: the meta-test protocol per unseen target ------------------------------------------
     def on_test_epoch_start(self) -> None:
-        self._adapted: list[Any] = []
-        if not self.targets:
-            return
+        """Adapt once per degradation (``val_degradation`` first, then every test target) on
+        ``adapt_k`` training images: the meta-test protocol of :mod:`.adaptation`."""
         dm = self.trainer.datamodule
         if getattr(dm, "train_set", None) is None:
             dm.setup("fit")  # the support examples come from the training split only
@@ -277,25 +277,44 @@ class MAMLDegradationClassifier(BaseTask):
         with torch.inference_mode(False), torch.enable_grad():
             hr, y = sample_support(dm.train_set, hp.adapt_k, torch.Generator().manual_seed(hp.adapt_seed))
             hr, y = hr.to(self.device), y.to(self.device)
-            for deg in self.targets:
-                self._adapted.append(adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_learning_rate, hp.bn))
+            self._adapted = [
+                adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_learning_rate, hp.bn)
+                for deg in (self.val_deg, *self.targets)
+            ]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """``test/acc`` (``test/ce``): the final prediction on ``val_degradation`` inputs after
+        adaptation; ``test/acc/<target>`` the same per unseen target; ``*_before`` unadapted."""
         hr, y = batch["hr"], batch["label"]
         bs = y.shape[0]
         eval_bn = self.hparams.bn == "transductive"
         if eval_bn:
             self._check_mixed(y, "test")
         with batch_norm_uses_batch_stats(self, enabled=eval_bn):
-            logits = self._forward_with(None, None, self.val_deg(hr))
+            res = self._adapted[0]
+            x = self.val_deg(hr)
+            logits = self._forward_with(res.params, res.buffers, x)
             self.test_metrics.update(logits, y)
             self.log_dict(self.test_metrics, batch_size=bs, on_step=False, on_epoch=True)
-            for i, (deg, res) in enumerate(zip(self.targets, self._adapted, strict=True)):
+            self.log("test/ce", F.cross_entropy(logits, y), batch_size=bs, sync_dist=True)
+            self.test_acc_before.update(self._forward_with(None, None, x), y)
+            self.log("test/acc_before", self.test_acc_before, batch_size=bs, on_step=False, on_epoch=True)
+            for i, (deg, res) in enumerate(zip(self.targets, self._adapted[1:], strict=True)):
                 x = deg(hr)
                 for when, params, bufs in (("before", None, None), ("after", res.params, res.buffers)):
                     metric = self.target_metrics[f"{when}_{i}"]
                     metric.update(self._forward_with(params, bufs, x), y)
-                    self.log(f"test/acc_{when}/{deg.name}", metric, batch_size=bs, on_step=False, on_epoch=True)
+                    key = f"test/acc/{deg.name}" if when == "after" else f"test/acc_before/{deg.name}"
+                    self.log(key, metric, batch_size=bs, on_step=False, on_epoch=True)
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """Test-time prediction: the base network on the degraded input (the adaptation steps
+        before it are not counted)."""
+        return self(self.val_deg(batch["hr"]))
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """The classifier sees only the degraded LR image."""
+        return 0.0
 
     # -- checkpointing of the task sampler -------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Supervised SR on ``(batch["lr"], batch["hr"])`` pairs with an L1 (or L2) pixel loss.
 
-Validation/test report PSNR on Y with ``shave = scale`` (``val/psnr_y``, and for several test
-folders ``test/psnr_y/<name>`` from :attr:`SRDataModule.test_names`). Paper B uses this task
+Validation/test report PSNR on Y with ``shave = scale``: ``val/psnr_y``, ``test/psnr_y`` (mean
+over every test image) and, per test folder, ``test/psnr_y/<name>`` from
+:attr:`SRDataModule.test_names` (docs/metrics.md). Paper B uses this task
 as the "SR-L1" stage before DarioNet; paper E trains its ZSSR-8 net with it.
 """
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lr_lightning.methods.base import BaseTask
+from lr_lightning.methods.base import BaseTask, batch_entry
 from lr_lightning.methods.optim import SR_OPTIM, OptimSpec
 from lr_lightning.metrics import PSNRY
 
@@ -62,7 +63,7 @@ class SuperResolutionTask(BaseTask):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        sr = self(batch["lr"])
+        sr = self(batch_entry(batch, "lr", type(self).__name__))
         self._check(sr, batch["hr"])
         loss = self.criterion(sr.float(), batch["hr"])
         self.log("train/loss", loss, batch_size=sr.shape[0], prog_bar=True)
@@ -71,7 +72,7 @@ class SuperResolutionTask(BaseTask):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         sr = self(batch["lr"]).float().clamp(0, 1)
         self._check(sr, batch["hr"])
-        self.log("val/loss", self.criterion(sr, batch["hr"]), batch_size=sr.shape[0], sync_dist=True)
+        self.log("val/pixel_loss", self.criterion(sr, batch["hr"]), batch_size=sr.shape[0], sync_dist=True)
         self.val_metrics.update(sr, batch["hr"])
         self.log_dict(self.val_metrics, batch_size=sr.shape[0], prog_bar=True)
 
@@ -81,16 +82,31 @@ class SuperResolutionTask(BaseTask):
         names = getattr(self.trainer.datamodule, "test_names", None) or [str(i) for i in range(n)]
         self._test_names = names
         self.test_psnr = nn.ModuleList([PSNRY(shave=self.hparams.scale) for _ in names]).to(self.device)
+        self.test_psnr_all = PSNRY(shave=self.hparams.scale).to(self.device)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         sr = self(batch["lr"]).float().clamp(0, 1)
         self._check(sr, batch["hr"])
         metric = self.test_psnr[dataloader_idx]
         metric.update(sr, batch["hr"])
+        self.test_psnr_all.update(sr, batch["hr"])
         self.log(
             f"test/psnr_y/{self._test_names[dataloader_idx]}", metric, batch_size=sr.shape[0],
             add_dataloader_idx=False,
         )
+
+    def on_test_epoch_end(self) -> None:
+        # logged here, not per step: the same key from several test loaders would be split by loader
+        self.log("test/psnr_y", self.test_psnr_all.compute(), batch_size=1)
+        self.test_psnr_all.reset()
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """Test-time prediction: the SR image."""
+        return self(batch_entry(batch, "lr", type(self).__name__))
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """SR sees only the LR image."""
+        return 0.0
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         with torch.no_grad():
