@@ -374,8 +374,8 @@ def main() -> None:
     joint_best = max(mean_over_targets("joint", b, "acc_after") for b in ("transductive", "running"))
     goal = {"maml_mean_acc_after": maml_after, "joint_best_mean_acc_after": joint_best,
             "maml_beats_joint": maml_after > joint_best}
-    curve_train = read_curve(maml_dir, "train/query_loss")
-    curve_val = read_curve(maml_dir, "val/query_loss")
+    curve_train = read_curve(maml_dir, "train/loss")
+    curve_val = read_curve(maml_dir, "val/ce")
     curve_joint = read_curve(joint_dir, "train/loss")
 
     plt = pyplot()
