@@ -37,7 +37,6 @@ SKIP: dict[str, str] = {
     "lr-lightning fit --config x.yaml": "README: the generic form ('x.yaml' is any config)",
     "python -m lr_lightning fit --config x.yaml": "README: the generic form",
     "lr-lightning report RUN_DIRS... [--out DIR]": "README: the usage synopsis",
-    "lr-lightning fit --config my.yaml": "docs/adding_a_method.md: the reader's own config",
     "lr-lightning fit --config ...": "docs/integer_training.md: 'either config'",
     "lr-lightning test ... --ckpt_path=<best transfer .ckpt>": "docs/autoresolution.md: '...' = the transfer command before it",
 }
