@@ -87,27 +87,35 @@ class Dump(Callback):
 """
 
 
-def ddp_fit_rank_dumps(config: Path, data_root: Path, tmp_path: Path, args: list[str], timeout: int = 300) -> tuple[dict, dict, dict]:
-    """Run ``lr-lightning fit`` with ``strategy=ddp`` on 2 CPU processes (a CLI subprocess, with a
-    timeout) and return what rank 0 held at the start and what ranks 0 and 1 held at the end:
-    ``{"state": module state dict, "tasks": task-generator state or None}`` each."""
+def run_ddp_fit(config: Path, data_root: Path, tmp_path: Path, args: list[str], extra_path: Path | None = None,
+                timeout: int = 300) -> None:
+    """Run ``lr-lightning fit --config config`` with ``strategy=ddp`` on 2 CPU processes as a CLI
+    subprocess (with a timeout; ``extra_path`` joins PYTHONPATH) and assert that it succeeded."""
     import subprocess
     import sys
 
-    import torch
-
-    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
-    extra = tmp_path / "cb.yaml"
-    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
     env = {**os.environ, "LR_LIGHTNING_DATA": str(data_root), "DUMP_DIR": str(tmp_path),
-           "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+           "PYTHONPATH": os.pathsep.join([str(REPO), *([str(extra_path)] if extra_path else [])])}
     cmd = [
-        sys.executable, "-m", "lr_lightning", "fit", "--config", str(config), "--config", str(extra),
+        sys.executable, "-m", "lr_lightning", "fit", "--config", str(config),
         "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
         "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.enable_progress_bar=false", *args,
     ]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert list(tmp_path.rglob("last.ckpt")), out.stderr[-2000:]
+
+
+def ddp_fit_rank_dumps(config: Path, data_root: Path, tmp_path: Path, args: list[str], timeout: int = 300) -> tuple[dict, dict, dict]:
+    """Run ``lr-lightning fit`` with ``strategy=ddp`` on 2 CPU processes (:func:`run_ddp_fit`) and
+    return what rank 0 held at the start and what ranks 0 and 1 held at the end:
+    ``{"state": module state dict, "tasks": task-generator state or None}`` each."""
+    import torch
+
+    (tmp_path / "rankdump.py").write_text(RANK_DUMP)
+    extra = tmp_path / "cb.yaml"
+    extra.write_text("trainer:\n  callbacks:\n    - class_path: rankdump.Dump\n")
+    run_ddp_fit(config, data_root, tmp_path, ["--config", str(extra), *args], extra_path=tmp_path, timeout=timeout)
     load = lambda name: torch.load(tmp_path / f"{name}.pt", weights_only=True)  # noqa: E731
     return load("start0"), load("rank0"), load("rank1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from lr_lightning.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, run_ddp_fit
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")
 
@@ -86,14 +85,5 @@ def test_robustness_table(tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path) -> None:
     """LR-CNN with strategy=ddp on 2 CPU processes, as a subprocess of the CLI (with a timeout)."""
-    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable, "-m", "lr_lightning", "fit",
-        "--config", str(REPO / "configs" / "baselines" / "cifar10_lr_cnn.yaml"),
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=4",
-    ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert list(tmp_path.rglob("last.ckpt")), out.stderr[-2000:]
+    run_ddp_fit(REPO / "configs" / "baselines" / "cifar10_lr_cnn.yaml", tiny_cifar, tmp_path,
+                ["--trainer.max_steps=2", "--data.init_args.batch_size=4"])
