@@ -101,8 +101,8 @@ class Bench:
         out: dict[str, Any] = {"name": name, "checkpoint": best, "train_s": round(fit_s, 1), "epochs": epochs if train else 0,
                                "acc": round(100 * float(res["test/acc"]), 2), "log_dir": os.path.relpath(trainer.log_dir, REPO)}
         out.update({f"acc_{k.split('/')[-1]}": round(100 * float(v), 2) for k, v in res.items() if k.startswith("test/acc/")})
-        if "test/S" in res:
-            out["S"] = round(float(res["test/S"]), 2)
+        if "test/hr_patches" in res:
+            out["S"] = round(float(res["test/hr_patches"]), 2)
         stats = Path(trainer.log_dir) / "patchdrop_test.json"
         if stats.is_file():
             out["stats"] = json.loads(stats.read_text())
@@ -207,20 +207,23 @@ def step_profile(ft1_ckpt: str | None, hr_ckpt: str | None, repeats: int, batch:
         opt = torch.optim.Adam([q for q in task.parameters() if q.requires_grad], lr=1e-4)
 
         def full_step(task: Any = task, opt: torch.optim.Optimizer = opt) -> None:
+            model = task.model
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                x = task.normalize(hr)
-                loss = task._reinforce_loss(x, lr, y, None, {})
+                x = model.normalize(hr)
+                loss, _ = model.reinforce_step(x, lr, y, lr_logits=None, alpha=task.alpha(), sigma=task.hparams.sigma,
+                                               train_classifier=task.hparams.stage != "pt")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         def agent_and_masks(task: Any = task) -> None:
+            model = task.model
             with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-                x = task.normalize(hr)
-                probs = task.policy_probs(lr)
+                x = model.normalize(hr)
+                probs = model.policy_probs(lr)
                 a = torch.bernoulli(rl.bound_probs(probs, 0.8))
-                task.masked(x, a)
-                task.masked(x, rl.greedy_actions(probs))
+                model.masked(x, a)
+                model.masked(x, rl.greedy_actions(probs))
 
         step = median_time(full_step, repeats=repeats, warmup=2)
         agent = median_time(agent_and_masks, repeats=repeats, warmup=2)
@@ -242,18 +245,19 @@ def bagnet_runtime(bag_ckpt: str | None, ft1_ckpt: str | None, repeats: int, bat
     hr, lr = batch_["hr"], batch_["lr"]
     task = _load_task("cifar10_bagnet_pt.yaml", ft1_ckpt, ["--model.init_args.stage=ft1"]).eval()
     dense = _load_task("cifar10_pt.yaml", None, []).eval()
+    model = task.model
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        x = task.normalize(hr)
-        actions = task.deterministic_actions(lr, hr.shape[0])
+        x = model.normalize(hr)
+        actions = model.test_actions(lr)
 
         def all_patches() -> None:
-            task.hr_classifier(x)
+            model.hr_classifier(x)
 
         def conditional() -> None:
-            task.hr_classifier(x, task.deterministic_actions(lr, hr.shape[0]))
+            model.hr_classifier(x, model.test_actions(lr))
 
         def resnet32() -> None:
-            dense.hr_classifier(x)
+            dense.model.hr_classifier(x)
 
         t_all = median_time(all_patches, repeats=repeats)
         t_cond = median_time(conditional, repeats=repeats)

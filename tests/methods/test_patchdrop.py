@@ -265,18 +265,20 @@ def test_policy_learns_the_only_informative_patch() -> None:
     with pytest.warns(UserWarning, match="hr_checkpoint is null"):
         task = PatchDrop(hr_classifier=PatchOracle(), policy=policy, stage="pt", sigma=0.5, alpha_start=0.8, alpha_end=0.8,
                          mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), channels_last=False)
-    opt = torch.optim.Adam(task.policy.parameters(), lr=0.05)
+    model = task.model
+    opt = torch.optim.Adam(model.policy.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
     for _ in range(300):
         b = _toy_batch(64, gen)
-        loss = task._reinforce_loss(task.normalize(b["hr"]), b["lr"], b["label"], None, {})
+        loss, logs = model.reinforce_step(model.normalize(b["hr"]), b["lr"], b["label"], lr_logits=None, alpha=task.alpha(), sigma=0.5, train_classifier=False)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    assert "loss_ce" not in logs and logs["alpha"] == pytest.approx(0.8)  # Pt: no classifier term
     b = _toy_batch(256, gen)
-    assert (PatchOracle()(task.normalize(b["hr"])).argmax(1) == b["label"]).all()  # the toy is solvable
+    assert (PatchOracle()(model.normalize(b["hr"])).argmax(1) == b["label"]).all()  # the toy is solvable
     with torch.no_grad():
-        greedy = task.deterministic_actions(b["lr"], 256)
+        greedy = model.test_actions(b["lr"])
     target = torch.zeros(16)
     target[5] = 1
     assert (greedy == target).all(dim=1).float().mean() > 0.95, greedy.mean(0)
@@ -305,33 +307,33 @@ def test_bad_configurations_are_rejected() -> None:
     with pytest.raises(KeyError, match="degradation"):
         _pd()._evaluate({"hr": torch.rand(2, 3, 32, 32), "label": torch.zeros(2, dtype=torch.long)}, 0, "val")
     with pytest.raises(ValueError, match="patches"):
-        PatchDrop(hr_classifier=CifarResNet(8), policy=CifarResNet(8, 9), stage="pt", channels_last=False, hr_checkpoint=None).policy_probs(torch.rand(1, 3, 8, 8))
+        PatchDrop(hr_classifier=CifarResNet(8), policy=CifarResNet(8, 9), stage="pt", channels_last=False, hr_checkpoint=None).model.policy_probs(torch.rand(1, 3, 8, 8))
 
 
 def test_frozen_networks_stay_in_eval_without_gradients() -> None:
     pt = _pd("pt").train()
-    assert not pt.hr_classifier.training and pt.policy.training
-    assert not any(p.requires_grad for p in pt.hr_classifier.parameters())
+    assert not pt.model.hr_classifier.training and pt.model.policy.training
+    assert not any(p.requires_grad for p in pt.model.hr_classifier.parameters())
     ft1 = _pd("ft1").train()
-    assert ft1.hr_classifier.training and all(p.requires_grad for p in ft1.hr_classifier.parameters())
+    assert ft1.model.hr_classifier.training and all(p.requires_grad for p in ft1.model.hr_classifier.parameters())
     ft2 = _pd("ft2").train()
-    assert not ft2.lr_classifier.training and ft2.hr_classifier.training
+    assert not ft2.model.lr_classifier.training and ft2.model.hr_classifier.training
     # Ft-2 without lr_checkpoint: the LR stream starts as a copy of the HR classifier (paper Sec. 5.1)
-    for k, v in ft2.lr_classifier.state_dict().items():
-        assert torch.equal(v, ft2.hr_classifier.state_dict()[k])
+    for k, v in ft2.model.lr_classifier.state_dict().items():
+        assert torch.equal(v, ft2.model.hr_classifier.state_dict()[k])
 
 
 def test_baseline_actions() -> None:
     lr = torch.rand(5, 3, 8, 8)
-    assert _pd("ft1", "fixed_h", num_kept=4).deterministic_actions(lr, 5)[0].nonzero().flatten().tolist() == [5, 6, 9, 10]
-    assert _pd("ft1", "fixed_v", num_kept=4).deterministic_actions(lr, 5)[0].nonzero().flatten().tolist() == [4, 5, 6, 7]
-    assert _pd("ft1", "full").deterministic_actions(lr, 5).sum().item() == 80
-    assert _pd("ft1", "none").deterministic_actions(lr, 5).sum().item() == 0
-    sal = _pd("ft1", "saliency", num_kept=3).deterministic_actions(lr, 5)
+    assert _pd("ft1", "fixed_h", num_kept=4).model.test_actions(lr)[0].nonzero().flatten().tolist() == [5, 6, 9, 10]
+    assert _pd("ft1", "fixed_v", num_kept=4).model.test_actions(lr)[0].nonzero().flatten().tolist() == [4, 5, 6, 7]
+    assert _pd("ft1", "full").model.test_actions(lr).sum().item() == 80
+    assert _pd("ft1", "none").model.test_actions(lr).sum().item() == 0
+    sal = _pd("ft1", "saliency", num_kept=3).model.test_actions(lr)
     assert sal.sum(1).tolist() == [3] * 5
     st = _pd("ft1", "stochastic", num_kept=6.0)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(st.deterministic_actions(lr, 5, g1), st.deterministic_actions(lr, 5, g2))  # seeded evaluation
+    assert torch.equal(st.model.test_actions(lr, generator=g1), st.model.test_actions(lr, generator=g2))  # seeded evaluation
 
 
 def test_stage_chaining_through_checkpoints(tmp_path: Path) -> None:
@@ -339,24 +341,95 @@ def test_stage_chaining_through_checkpoints(tmp_path: Path) -> None:
     ``net.*`` keys initialises the HR stream."""
     pt = _pd("pt")
     torch.save({"state_dict": pt.state_dict()}, tmp_path / "pt.ckpt")
-    torch.save({"state_dict": {f"net.{k}": v for k, v in pt.hr_classifier.state_dict().items()}}, tmp_path / "hr.ckpt")
+    torch.save({"state_dict": {f"net.{k}": v for k, v in pt.model.hr_classifier.state_dict().items()}}, tmp_path / "hr.ckpt")
     ft1 = _pd("ft1", init_checkpoint=str(tmp_path / "pt.ckpt"))
     for name in ("policy", "hr_classifier"):
-        for k, v in getattr(pt, name).state_dict().items():
-            assert torch.equal(v, getattr(ft1, name).state_dict()[k]), (name, k)
+        for k, v in getattr(pt.model, name).state_dict().items():
+            assert torch.equal(v, getattr(ft1.model, name).state_dict()[k]), (name, k)
     fixed = _pd("ft1", "fixed_h", num_kept=8, hr_checkpoint=str(tmp_path / "hr.ckpt"))
-    for k, v in pt.hr_classifier.state_dict().items():
-        assert torch.equal(v, fixed.hr_classifier.state_dict()[k])
+    for k, v in pt.model.hr_classifier.state_dict().items():
+        assert torch.equal(v, fixed.model.hr_classifier.state_dict()[k])
     # Ft-2 without lr_checkpoint: the LR stream copies the HR classifier *after* init_checkpoint
-    ft1.hr_classifier.fc.weight.data.add_(1.0)
+    ft1.model.hr_classifier.fc.weight.data.add_(1.0)
     torch.save({"state_dict": ft1.state_dict()}, tmp_path / "ft1.ckpt")
     ft2 = _pd("ft2", init_checkpoint=str(tmp_path / "ft1.ckpt"))
-    for k, v in ft1.hr_classifier.state_dict().items():
-        assert torch.equal(v, ft2.hr_classifier.state_dict()[k]), k
-        assert torch.equal(v, ft2.lr_classifier.state_dict()[k]), k
+    for k, v in ft1.model.hr_classifier.state_dict().items():
+        assert torch.equal(v, ft2.model.hr_classifier.state_dict()[k]), k
+        assert torch.equal(v, ft2.model.lr_classifier.state_dict()[k]), k
     torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="no policy"):
         _pd("ft1", init_checkpoint=str(tmp_path / "bad.ckpt"))
+
+
+def test_checkpoints_from_before_the_model_still_load(tmp_path: Path) -> None:
+    """Checkpoints with top-level ``policy.*`` / ``hr_classifier.*`` keys (written before
+    PatchDropModel) initialise the next stage, load into the task (``test --ckpt_path``) and give
+    AugmentedClassifier its policy, as new ``model.*`` checkpoints and plain state dicts do."""
+    pt = _pd("pt")
+    legacy = {k.removeprefix("model."): v for k, v in pt.state_dict().items()}
+    assert any(k.startswith("policy.") for k in legacy) and not any(k.startswith("model.") for k in legacy)
+    torch.save({"state_dict": legacy}, tmp_path / "legacy.ckpt")
+    torch.save({"state_dict": pt.state_dict()}, tmp_path / "new.ckpt")
+    torch.save(pt.model.policy.state_dict(), tmp_path / "policy.pt")
+    ft1 = _pd("ft1", init_checkpoint=str(tmp_path / "legacy.ckpt"))
+    for name in ("policy", "hr_classifier"):
+        for k, v in getattr(pt.model, name).state_dict().items():
+            assert torch.equal(v, getattr(ft1.model, name).state_dict()[k]), (name, k)
+    other = _pd("pt")
+    other.load_state_dict(legacy)  # strict: every key maps to one of the model's
+    for k, v in pt.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k]), k
+    import warnings
+
+    for ckpt in ("legacy.ckpt", "new.ckpt", "policy.pt"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            aug = AugmentedClassifier(net=CifarResNet(8), policy=CifarResNet(8, 16), policy_checkpoint=str(tmp_path / ckpt), channels_last=False)
+        for k, v in pt.model.policy.state_dict().items():
+            assert torch.equal(v, aug.policy.state_dict()[k]), (ckpt, k)
+
+
+def test_model_steps_name_their_diagnostics_as_the_metric_contract() -> None:
+    """Ft-1's REINFORCE loss is Eq. 9's policy loss plus the cross-entropy on the sampled masks;
+    every step reports the docs/metrics.md names (without the ``train/`` prefix)."""
+    torch.manual_seed(0)
+    hr = torch.rand(4, 3, 32, 32)
+    lr, y = F.avg_pool2d(hr, 4), torch.randint(0, 10, (4,))
+    model = _pd("ft1").model
+    loss, logs = model.reinforce_step(model.normalize(hr), lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True)
+    assert set(logs) == {"loss_ce", "loss_policy", "reward", "reward_greedy", "advantage", "hr_patches", "hr_patches_greedy",
+                         "policy_entropy", "alpha", "acc"}
+    torch.testing.assert_close(loss.detach(), logs["loss_policy"] + logs["loss_ce"])
+    assert loss.requires_grad and all(not (isinstance(v, Tensor) and v.requires_grad) for v in logs.values())
+    torch.testing.assert_close(logs["advantage"], logs["reward"] - logs["reward_greedy"])
+    _, sal = _pd("pt", "saliency", num_kept=3).model.saliency_step(model.normalize(hr), lr, y)
+    _, base = _pd("ft1", "fixed_h", num_kept=4).model.classifier_step(model.normalize(hr), lr, y, lr_logits=None)
+    assert set(sal) == set(base) == {"loss_ce", "hr_patches", "acc"} and base["hr_patches"] == 4
+
+
+def test_inference_step_counts_the_networks_of_the_test_time_prediction() -> None:
+    """test/params counts the policy and the HR stream (+ the LR stream at Ft-2) of PatchDrop, the
+    HR stream alone for a fixed rule, and not the hard-positive policy of AugmentedClassifier."""
+    from lr_lightning.metrics.inference_cost import inference_cost
+
+    hr = torch.rand(2, 3, 32, 32)
+    batch = {"hr": hr, "lr": F.avg_pool2d(hr, 4), "label": torch.zeros(2, dtype=torch.long)}
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    for task, nets in ((_pd("ft1"), ("policy", "hr_classifier")), (_pd("ft2"), ("policy", "hr_classifier", "lr_classifier")),
+                       (_pd("ft1", "fixed_h", num_kept=4), ("hr_classifier",))):
+        task.eval()
+        actions, logp = task.inference_step(batch)
+        assert actions.shape == (2, 16) and logp.shape == (2, 10)
+        macs, params = inference_cost(task, lambda t=task: t.inference_step(batch), 2)
+        assert params == sum(size(getattr(task.model, n)) for n in nets) and macs > 0, nets
+        assert task.hr_pixel_fraction(batch) is None  # logged per batch from the actions
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        aug = AugmentedClassifier(net=CifarResNet(8), policy=CifarResNet(8, 16), channels_last=False).eval()
+    assert inference_cost(aug, lambda: aug.inference_step(batch), 2)[1] == size(aug.net)
+    assert aug.hr_pixel_fraction(batch) == 1.0
 
 
 def test_hard_positive_classifier_masks_the_top_patches() -> None:
@@ -401,8 +474,8 @@ def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Pat
     # parameters (averaged gradients) are identical; batch-norm running statistics are per rank
     # between steps (DDP broadcasts rank 0's buffers at every forward; checkpoints come from rank 0)
     params = [k for k in r0["state"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert any(k.startswith("policy.") for k in params) and any(k.startswith("hr_classifier.") for k in params)
+    assert any(k.startswith("model.policy.") for k in params) and any(k.startswith("model.hr_classifier.") for k in params)
     for k in params:
         torch.testing.assert_close(r0["state"][k], r1["state"][k], rtol=0, atol=0, msg=k)
-    assert not torch.equal(start["state"]["policy.fc.weight"], r0["state"]["policy.fc.weight"])
-    assert not torch.equal(start["state"]["hr_classifier.fc.weight"], r0["state"]["hr_classifier.fc.weight"])
+    assert not torch.equal(start["state"]["model.policy.fc.weight"], r0["state"]["model.policy.fc.weight"])
+    assert not torch.equal(start["state"]["model.hr_classifier.fc.weight"], r0["state"]["model.hr_classifier.fc.weight"])

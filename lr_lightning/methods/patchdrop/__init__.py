@@ -5,6 +5,7 @@ from lr_lightning.methods.patchdrop.augment import (
     cutout_mask,
     hard_positive_actions,
 )
-from lr_lightning.methods.patchdrop.module import PatchDrop, policy_statistics
+from lr_lightning.methods.patchdrop.model import PatchDropModel, policy_statistics
+from lr_lightning.methods.patchdrop.module import PatchDrop
 
-__all__ = ["AugmentedClassifier", "PatchDrop", "cutout_mask", "hard_positive_actions", "policy_statistics"]
+__all__ = ["AugmentedClassifier", "PatchDrop", "PatchDropModel", "cutout_mask", "hard_positive_actions", "policy_statistics"]

@@ -20,7 +20,7 @@ from lr_lightning.methods.base import batch_entry
 from lr_lightning.methods.classification import ImageClassifier
 from lr_lightning.methods.optim import CLASSIFIER_OPTIM, OptimSpec
 from lr_lightning.methods.patchdrop import grid as G
-from lr_lightning.nn.weights import load_module_weights
+from lr_lightning.methods.patchdrop.model import read_checkpoint_state, submodule_state
 
 AugmentKind = Literal["none", "cutout", "hard_positive"]
 
@@ -50,8 +50,9 @@ class AugmentedClassifier(ImageClassifier):
         policy: the PatchDrop policy network (same architecture as in the checkpoint); needed by
             ``hard_positive``. It reads ``batch["lr"]`` (give the data module the degradation the
             policy was trained with).
-        policy_checkpoint: a PatchDrop checkpoint (its ``policy.*`` weights) or a plain state dict;
-            ``None`` = random policy weights (warned; only for smoke tests).
+        policy_checkpoint: a PatchDrop checkpoint (its ``model.policy.*`` weights, or
+            ``policy.*`` in checkpoints from before ``PatchDropModel``) or the policy's own
+            state dict; ``None`` = random policy weights (warned; only for smoke tests).
         grid: the policy's patch grid.
         min_masked / max_masked: bounds of ``M ~ U[min, max]`` (paper: 1 and 4).
         cutout_size: side of the CutOut square (DeVries & Taylor use 16 on CIFAR).
@@ -70,10 +71,10 @@ class AugmentedClassifier(ImageClassifier):
         grid: int = 4,
         min_masked: int = 1,
         max_masked: int = 4,
-        cutout_size: int = 16,
-        num_classes: int = 10,
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
+        cutout_size: int = 16,
+        num_classes: int = 10,
         label_smoothing: float = 0.0,
         init_checkpoint: str | None = None,
         optim: OptimSpec = CLASSIFIER_OPTIM,
@@ -95,7 +96,8 @@ class AugmentedClassifier(ImageClassifier):
         if self._pending_policy:
             self.policy = self._pending_policy.pop()
             if hp.policy_checkpoint:
-                load_module_weights(self.policy, hp.policy_checkpoint, "policy.")
+                state = read_checkpoint_state(hp.policy_checkpoint)
+                self.policy.load_state_dict(submodule_state(state, "policy") or state)
             else:
                 warnings.warn("AugmentedClassifier: policy_checkpoint is null, hard positives come from a random policy", stacklevel=2)
             self.policy.requires_grad_(False)
@@ -119,6 +121,12 @@ class AugmentedClassifier(ImageClassifier):
             probs = torch.sigmoid(self.policy(self.normalize(lr)).float())
         m = torch.randint(hp.min_masked, hp.max_masked + 1, (b,), device=hr.device)
         return G.patch_mask(hard_positive_actions(probs, m), h, w, hp.grid)
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """1: at test time a plain HR classifier on the original images (its hyper-parameters
+        have no ``input_key``, the input is always ``hr``). The policy is not part of the
+        test-time prediction, so ``test/params`` does not count it."""
+        return 1.0
 
     def _input(self, batch: dict[str, Any]) -> Tensor:
         x = batch["hr"]

@@ -1,0 +1,304 @@
+"""PatchDrop's agent and classifier as a plain ``nn.Module`` (paper C, Sec. 4; no Lightning).
+
+:class:`PatchDropModel` owns the networks (policy ``f_p``, HR stream ``f_cl^h``, LR stream
+``f_cl^l``), the normalisation and fill buffers and the rule that chooses the patches, and
+exposes the maths of one step as typed methods: the policy (Eq. 5-6), the masked HR image
+(Sec. 3), the fused prediction (Eq. 7), the test-time actions, and the training objectives
+(REINFORCE with the self-critical baseline, Eq. 8-11; the saliency baseline's soft mask; the
+baselines' cross-entropy). The Lightning task (:class:`~lr_lightning.methods.patchdrop.PatchDrop`)
+only wires it: stages, freezing, checkpoints, optimiser groups, logging and figures.
+
+The training steps return ``(loss, diagnostics)``; the diagnostics are detached scalars named
+as in ``docs/metrics.md`` without the stage prefix (``loss_ce``, ``reward``, ``hr_patches``, ...).
+
+State-dict keys of the networks are ``policy.*``, ``hr_classifier.*``, ``lr_classifier.*``
+(``model.`` in front of them in a task checkpoint; :func:`canonical_state` maps the keys of
+checkpoints written before the model existed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lr_lightning.degrade import upsample
+from lr_lightning.degrade.resize import UpsampleMode
+from lr_lightning.methods.patchdrop import grid as G
+from lr_lightning.methods.patchdrop import rl
+
+PolicyKind = Literal["learned", "fixed_h", "fixed_v", "stochastic", "saliency", "full", "none"]
+
+#: attribute names of the networks (also their state-dict prefixes inside the model)
+NETWORKS: tuple[str, ...] = ("policy", "hr_classifier", "lr_classifier")
+#: the model's attribute name in the task, i.e. the prefix of its keys in a task checkpoint
+MODEL_PREFIX = "model."
+
+
+def canonical_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A PatchDrop task state dict with every network key under ``model.``: keys of checkpoints
+    written before :class:`PatchDropModel` (``policy.*``, ``hr_classifier.*``,
+    ``lr_classifier.*`` at the top level) are moved under it; other keys are kept as they are."""
+    legacy = tuple(f"{name}." for name in NETWORKS)
+    return {(MODEL_PREFIX + k if k.startswith(legacy) else k): v for k, v in state.items()}
+
+
+def read_checkpoint_state(path: str) -> dict[str, Tensor]:
+    """The state dict of a PatchDrop checkpoint (a Lightning ``.ckpt`` or a plain state dict,
+    read with ``weights_only=True``), with :func:`canonical_state` keys."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}; pass the path of a PatchDrop .ckpt (or a state dict file)")
+    state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path!r} holds a {type(state).__name__}, not a state dict")
+    return canonical_state(state)
+
+
+def submodule_state(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
+    """The entries of network ``name`` (``model.<name>.*``) of a canonical state, prefix removed."""
+    prefix = f"{MODEL_PREFIX}{name}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class PatchDropModel(nn.Module):
+    """PatchDrop's policy and two-stream classifier over a ``grid x grid`` patch grid (Sec. 4.1).
+
+    Args (keyword-only):
+        grid: patches per side, ``P = grid^2``.
+        policy_kind: who picks the patches at test time (see :meth:`test_actions`).
+        mean / std: per-channel input normalisation of all networks (images in [0, 1]).
+        hr_classifier: HR stream ``f_cl^h``; sees the masked, normalised HR image, or (a network
+            with ``patch_based = True``, e.g. ``PatchBagNet``, Sec. 6) the image and the actions.
+        policy: ``f_p`` on the normalised LR image, ``P`` outputs (Eq. 6); the saliency net of
+            ``policy_kind="saliency"``; ``None`` for the fixed / stochastic / full / none rules.
+        lr_classifier: LR stream ``f_cl^l`` (Ft-2); when given, predictions are fused by Eq. 7.
+        num_kept: S of the fixed and saliency rules, expected S of the stochastic rule.
+        fusion: Eq. 7 (``paper``) or the reference code's ``logit_sum``.
+        fill: pixel value in [0, 1] of dropped patches; ``None`` = zero after normalisation.
+        lr_upsample: how the LR stream brings the LR image to the HR size.
+        saliency_temperature: softmax temperature of the saliency baseline's soft mask.
+        channels_last: give the networks NHWC inputs.
+    """
+
+    policy: nn.Module | None
+    lr_classifier: nn.Module | None
+
+    def __init__(
+        self,
+        *,
+        grid: int,
+        policy_kind: PolicyKind,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        hr_classifier: nn.Module,
+        policy: nn.Module | None = None,
+        lr_classifier: nn.Module | None = None,
+        num_kept: float | None = None,
+        fusion: rl.FusionMode = "paper",
+        fill: float | None = None,
+        lr_upsample: UpsampleMode = "bilinear",
+        saliency_temperature: float = 1.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if policy_kind in ("learned", "saliency") and policy is None:
+            raise ValueError(f"policy_kind={policy_kind!r} needs a `policy` network")
+        if policy_kind in ("fixed_h", "fixed_v", "stochastic", "saliency") and num_kept is None:
+            raise ValueError(f"policy_kind={policy_kind!r} needs `num_kept` (the number S of HR patches to sample)")
+        self.hr_classifier = hr_classifier
+        self.policy = policy
+        self.lr_classifier = lr_classifier
+        self.policy_kind: PolicyKind = policy_kind
+        self.grid = grid
+        self.num_kept = num_kept
+        self.fusion: rl.FusionMode = fusion
+        self.lr_upsample: UpsampleMode = lr_upsample
+        self.saliency_temperature = saliency_temperature
+        self.channels_last = channels_last
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        fill_value = torch.zeros(1, len(mean), 1, 1) if fill is None else (fill - self.mean) / self.std
+        self.register_buffer("fill_value", fill_value, persistent=False)
+        if policy_kind in ("fixed_h", "fixed_v"):
+            priority = G.fixed_priority(policy_kind[-1], grid)
+            self.register_buffer("fixed", G.fixed_actions(priority, int(num_kept), 1), persistent=False)
+        if policy_kind == "stochastic":
+            self.register_buffer("survival", G.stochastic_survival(grid, float(num_kept)).view(1, -1), persistent=False)
+
+    @property
+    def num_patches(self) -> int:
+        """``P``, the number of patches."""
+        return self.grid**2
+
+    # -- inputs --------------------------------------------------------------------------------
+    def to_input(self, x: Tensor) -> Tensor:
+        """A network input in the model's memory format."""
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] -> ``(x - mean) / std`` (the networks' input space)."""
+        return self.to_input((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def masked(self, x_norm: Tensor, actions: Tensor) -> Tensor:
+        """``x_h^m`` (Sec. 3): the normalised HR image with dropped patches set to the fill value."""
+        return self.to_input(G.apply_mask(x_norm, actions, self.grid, self.fill_value))
+
+    # -- the policy (Eq. 5-6) ------------------------------------------------------------------
+    def _policy(self) -> nn.Module:
+        if self.policy is None:
+            raise RuntimeError(f"policy_kind={self.policy_kind!r} has no policy network")
+        return self.policy
+
+    def policy_scores(self, lr: Tensor) -> Tensor:
+        """``f_p(x_l)``: one score per patch, float32, shape ``(B, P)``."""
+        scores = self._policy()(self.normalize(lr)).float()
+        if scores.shape[-1] != self.num_patches:
+            raise ValueError(f"the policy outputs {scores.shape[-1]} values but the {self.grid}x{self.grid} grid has {self.num_patches} patches")
+        return scores
+
+    def policy_probs(self, lr: Tensor) -> Tensor:
+        """Eq. 6: ``s = sigmoid(f_p(x_l))``, in float32, shape ``(B, P)``."""
+        return torch.sigmoid(self.policy_scores(lr))
+
+    def test_actions(self, lr: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The test-time action ``(B, P)`` in {0, 1} of ``policy_kind``: the greedy action
+        ``s > 0.5`` of the learned policy (Sec. 4.2), the top-S patches of the saliency net, the
+        fixed priority lists (Sec. 5.2), a draw of the stochastic rule (from ``generator``, so an
+        evaluation can be reproduced), all patches (``full``) or none."""
+        batch, p, kind = lr.shape[0], self.num_patches, self.policy_kind
+        if kind == "learned":
+            return rl.greedy_actions(self.policy_probs(lr))
+        if kind == "saliency":
+            return G.top_k_actions(self.policy_scores(lr), int(self.num_kept))
+        if kind in ("fixed_h", "fixed_v"):
+            return self.fixed.expand(batch, p).to(lr.device)
+        if kind == "stochastic":
+            u = torch.rand(batch, p, generator=generator, device=self.survival.device)
+            return (u < self.survival).float()
+        if kind == "full":
+            return lr.new_ones(batch, p, dtype=torch.float32)
+        return lr.new_zeros(batch, p, dtype=torch.float32)
+
+    # -- the classifier (Eq. 7) ----------------------------------------------------------------
+    def hr_logits(self, x_norm: Tensor, actions: Tensor) -> Tensor:
+        """``f_cl^h`` on the kept patches: the masked image, or image + actions for a patch-based
+        classifier (which computes only the kept patches, Sec. 6)."""
+        if getattr(self.hr_classifier, "patch_based", False):
+            return self.hr_classifier(x_norm, actions)
+        return self.hr_classifier(self.masked(x_norm, actions))
+
+    def lr_logits(self, lr: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """``f_cl^l`` (frozen, no gradient) on the LR image upsampled to the HR ``size``;
+        ``None`` without an LR stream (Pt / Ft-1)."""
+        if self.lr_classifier is None:
+            return None
+        with torch.no_grad():
+            return self.lr_classifier(self.normalize(upsample(lr, size, self.lr_upsample)))
+
+    def log_probs(self, hr_logits: Tensor, actions: Tensor, lr_logits: Tensor | None) -> Tensor:
+        """Class log-probabilities of ``f_cl``: the HR stream alone, or Eq. 7's fusion with the
+        LR stream weighted by ``S / P``."""
+        if lr_logits is None:
+            return F.log_softmax(hr_logits.float(), -1)
+        return rl.fuse(hr_logits, lr_logits, actions.sum(1), self.num_patches, self.fusion)
+
+    def predict(self, hr: Tensor, lr: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The test-time prediction (Fig. 3): ``(actions (B, P), class log-probabilities (B, N))``
+        from the test-time actions, the masked HR image and, at Ft-2, the LR stream (Eq. 7)."""
+        actions = self.test_actions(lr, generator=generator)
+        logp = self.log_probs(self.hr_logits(self.normalize(hr), actions), actions, self.lr_logits(lr, tuple(hr.shape[-2:])))
+        return actions, logp
+
+    # -- training objectives -------------------------------------------------------------------
+    def reinforce_step(
+        self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None, alpha: float, sigma: float, train_classifier: bool
+    ) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """One REINFORCE step of the learned policy (Eq. 8-11) on normalised HR images ``x``.
+
+        Actions are sampled from the policy bounded by Eq. 11 (``alpha``); the greedy action
+        ``s > 0.5`` gives the self-critical baseline reward (Eq. 10); the loss is Eq. 9's policy
+        loss with the advantage ``R(a) - R(a_hat)`` (reward ``1 - (S/P)^2`` if right, else
+        ``-sigma``), plus the cross-entropy of the sampled-mask prediction when
+        ``train_classifier`` (Ft-1 / Ft-2; at Pt the classifier pass has no gradient).
+        """
+        probs = self.policy_probs(lr)
+        bounded = rl.bound_probs(probs, alpha)
+        actions = torch.bernoulli(bounded.detach())
+        greedy = rl.greedy_actions(probs.detach())
+        with torch.no_grad():
+            logp_greedy = self.log_probs(self.hr_logits(x, greedy), greedy, lr_logits)
+        with torch.set_grad_enabled(train_classifier):
+            logp = self.log_probs(self.hr_logits(x, actions), actions, lr_logits)
+        correct = logp.detach().argmax(-1) == y
+        reward = rl.reward(actions, correct, sigma)
+        baseline = rl.reward(greedy, logp_greedy.argmax(-1) == y, sigma)
+        advantage = reward - baseline
+        loss_policy = rl.policy_loss(bounded, actions, advantage)
+        loss = loss_policy
+        logs: dict[str, Tensor | float] = {}
+        if train_classifier:
+            loss_ce = F.nll_loss(logp, y)
+            loss = loss + loss_ce
+            logs["loss_ce"] = loss_ce.detach()
+        logs.update({
+            "loss_policy": loss_policy.detach(),
+            "reward": reward.mean(),
+            "reward_greedy": baseline.mean(),
+            "advantage": advantage.mean(),
+            "hr_patches": actions.sum(1).mean(),
+            "hr_patches_greedy": greedy.sum(1).mean(),
+            "policy_entropy": rl.bernoulli_entropy(probs.detach()),
+            "alpha": alpha,
+            "acc": correct.float().mean(),
+        })
+        return loss, logs
+
+    def saliency_step(self, x: Tensor, lr: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """STN-style saliency baseline (Sec. 5.2, after Recasens et al. 2018), trained at Pt.
+
+        The saliency net scores the patches from the LR image; the HR image is weighted by the
+        soft mask ``min(1, S softmax(scores / T))`` (differentiable, so the frozen HR
+        classifier's cross-entropy trains the saliency net, as an STN's sampler is trained end
+        to end by the task loss); at test time the top-S patches are kept (:meth:`test_actions`).
+        """
+        scores = self.policy_scores(lr)
+        soft = torch.clamp(float(self.num_kept) * torch.softmax(scores / self.saliency_temperature, -1), max=1.0)
+        m = G.patch_mask(soft, x.shape[-2], x.shape[-1], self.grid)
+        logits = self.hr_classifier(self.to_input(x * m + self.fill_value.to(x.dtype) * (1 - m)))
+        loss = F.cross_entropy(logits.float(), y)
+        return loss, {"loss_ce": loss.detach(), "hr_patches": soft.sum(1).mean().detach(), "acc": (logits.argmax(-1) == y).float().mean()}
+
+    def classifier_step(self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """The baselines' Ft-1 / Ft-2 step (Tables 1-2): cross-entropy of the classifier (Eq. 7 at
+        Ft-2) on the rule's own test-time masks, which fine-tunes the HR classifier."""
+        actions = self.test_actions(lr)
+        logp = self.log_probs(self.hr_logits(x, actions), actions, lr_logits)
+        loss = F.nll_loss(logp, y)
+        return loss, {"loss_ce": loss.detach(), "hr_patches": actions.sum(1).mean(), "acc": (logp.argmax(-1) == y).float().mean()}
+
+
+def policy_statistics(actions: Tensor, correct: Tensor) -> dict[str, Any]:
+    """Test statistics of a policy: accuracy, mean S, HR-pixel fraction, per-patch sampling
+    frequency (Fig. 7 right) and accuracy as a function of S (Fig. 7 left)."""
+    p = actions.shape[1]
+    s = actions.sum(1).long()
+    count = torch.bincount(s, minlength=p + 1)
+    hits = torch.bincount(s, weights=correct.double(), minlength=p + 1)
+    n = max(1, actions.shape[0])
+    return {
+        "num_images": int(actions.shape[0]),
+        "acc": float(correct.double().mean() * 100) if actions.shape[0] else float("nan"),
+        "mean_S": float(s.double().mean()) if actions.shape[0] else float("nan"),
+        "hr_pixel_fraction": float(s.double().mean() / p) if actions.shape[0] else float("nan"),
+        "patch_frequency": [float(v) for v in actions.double().sum(0) / n],
+        "S_histogram": [int(c) for c in count],
+        "acc_vs_S": [float(h / c * 100) if c else None for h, c in zip(hits, count, strict=True)],
+    }
