@@ -112,13 +112,13 @@ def pretext(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     p, j, g = cli.model.grid_geometry
     out.update({"patch": p, "grid_stride": j, "grid": g, "predictions_per_image": g * g})
     if objective == "classification":
-        out["val_acc"] = round(100 * float(res["val/acc"]), 2)
-        out["curve"] = read_curve(trainer.log_dir, "val/acc")
+        out["val_acc"] = round(100 * float(res["val/pretext_acc"]), 2)
+        out["curve"] = read_curve(trainer.log_dir, "val/pretext_acc")
         print(f"[{name}] val patch-classification acc {out['val_acc']:.2f} % (chance 50), {fit_s:.0f} s", flush=True)
     else:
-        out["val_mae"] = round(float(res["val/mae"]), 4)
-        out["val_mae_centre_predictor"] = round(float(res["val/mae_centre_predictor"]), 4)
-        out["curve"] = read_curve(trainer.log_dir, "val/mae")
+        out["val_mae"] = round(float(res["val/pretext_mae"]), 4)
+        out["val_mae_centre_predictor"] = round(float(res["val/pretext_mae_centre_predictor"]), 4)
+        out["curve"] = read_curve(trainer.log_dir, "val/pretext_mae")
         print(f"[{name}] val centre MAE {out['val_mae']:.4f} (centre predictor {out['val_mae_centre_predictor']:.4f}), {fit_s:.0f} s", flush=True)
     return out
 

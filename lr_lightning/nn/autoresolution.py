@@ -247,17 +247,3 @@ class AutoresolutionHead(nn.Module):
         b, _, h, w = patch_map.shape
         img = image_embedding[:, :, None, None].expand(b, -1, h, w).to(patch_map.dtype)
         return self.layers(torch.cat([img, patch_map], 1))
-
-
-class AutoresolutionNet(nn.Module):
-    """Siamese pair (LR image tower, HR patch tower) + head: ``(lr, super_patch) -> (B, 2, G, G)``."""
-
-    def __init__(self, image_tower: LRImageTower, patch_tower: PatchTower, head_hidden: list[int]) -> None:
-        super().__init__()
-        self.image_tower = image_tower
-        self.patch_tower = patch_tower
-        self.head = AutoresolutionHead(image_tower.embed_dim, patch_tower.embed_dim, head_hidden, 2)
-
-    def forward(self, lr: Tensor, patch: Tensor, image_embedding: Tensor | None = None) -> Tensor:
-        emb = self.image_tower(lr) if image_embedding is None else image_embedding
-        return self.head(emb, self.patch_tower(patch))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +27,7 @@ from lr_lightning.methods.autoresolution.targets import (
 )
 from lr_lightning.methods.optim import AUTORESOLUTION_TRANSFER_OPTIM
 from lr_lightning.nn.autoresolution import LRImageTower, PatchTower, count_convs
-from tests.conftest import REPO, write_images
+from tests.conftest import REPO, run_ddp_fit, write_images
 
 TINY_IMAGE = dict(stem=[8], blocks=[1], widths=[16], reductions=[True], embed_dim=16)
 TINY_PATCH = dict(kernels=[3, 3, 1], strides=[1, 1, 1], channels=[8, 8, 8])
@@ -175,9 +172,31 @@ def test_regression_step_scores_against_tiled_centres() -> None:
     hr = torch.rand(4, 3, 32, 32)
     loss = model._step({"hr": hr}, "val", torch.Generator().manual_seed(1))[0]
     assert torch.isfinite(loss)
-    mae, centre = model.val_metrics["mae"].compute(), model.val_metrics["mae_centre_predictor"].compute()
+    mae, centre = model.val_metrics["pretext_mae"].compute(), model.val_metrics["pretext_mae_centre_predictor"].compute()
     # uniform offsets: mean |target| of a 32-image, 9-pixel-patch setup is about 0.5 (exactly 0.5 in the limit)
     assert 0.2 < float(centre) < 0.8 and torch.isfinite(mae)
+
+
+def test_inference_step_counts_towers_and_head_or_tower_and_softmax_layer() -> None:
+    """test/params: both towers + head for the pretext (on the LR image and its aligned super
+    patch), the tower + softmax layer for the classifier; HR pixel share 0 / 1 by input_key."""
+    from lr_lightning.metrics.inference_cost import inference_cost
+
+    size = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
+    hr = torch.rand(2, 3, 32, 32)
+    pre = tiny_pretext("classification", channels_last=False, ema_decay=None).eval()
+    grid = pre.inference_step({"hr": hr})
+    assert grid.shape == (2, 2, pre.grid_geometry[2], pre.grid_geometry[2])
+    macs, params = inference_cost(pre, lambda: pre.inference_step({"hr": hr}), 2)
+    assert params == size(pre.image_tower, pre.patch_tower, pre.head) and macs > 0
+    assert pre.hr_pixel_fraction({"hr": hr}) is None
+    assert (pre.monitor, tiny_pretext("regression").monitor) == ("val/pretext_acc", "val/pretext_mae")
+    for key, frac in (("lr", 0.0), ("hr", 1.0)):
+        cls = tiny_classifier(pretrained=None, head_only_steps=0, input_key=key, channels_last=False, ema_decay=None).eval()
+        batch = {"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4), "label": torch.zeros(2, dtype=torch.long)}
+        assert cls.inference_step(batch).shape == (2, 10)
+        assert inference_cost(cls, lambda c=cls, b=batch: c.inference_step(b), 2)[1] == size(cls.image_tower, cls.classifier)
+        assert cls.hr_pixel_fraction(batch) == frac
 
 
 # -- recipe: optimiser, schedule, clipping, EMA --------------------------------------------------
@@ -345,18 +364,8 @@ def test_pretext_folder_data(tmp_path: Path) -> None:
 # -- DDP -----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_pretext_ddp_two_cpu_processes(tiny_cifar: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "LR_LIGHTNING_DATA": str(tiny_cifar), "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable, "-m", "lr_lightning", "fit",
-        "--config", str(REPO / "configs" / "autoresolution" / "pretext_cls_cifar10.yaml"),
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-        "--data.init_args.batch_size=4",
-    ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_ddp_fit(REPO / "configs" / "autoresolution" / "pretext_cls_cifar10.yaml", tiny_cifar, tmp_path,
+                ["--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}", "--data.init_args.batch_size=4"])
     ckpts = list(tmp_path.rglob("last.ckpt"))
-    assert ckpts, out.stderr[-2000:]
     state = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert "current_model_state" in state  # the EMA callback ran under DDP and saved the average

@@ -35,6 +35,7 @@ from torchmetrics.regression import MeanAbsoluteError
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import downsample
+from lr_lightning.methods.autoresolution.figures import save_heatmap_figure
 from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask
 from lr_lightning.methods.autoresolution.targets import (
     centre_targets,
@@ -50,7 +51,6 @@ from lr_lightning.methods.optim import (
 )
 from lr_lightning.nn.autoresolution import HEAD_PRESETS, AutoresolutionHead, Preset
 from lr_lightning.nn.weights import load_state_dict_file
-from lr_lightning.plotting import pyplot, save_figure
 
 Objective = Literal["classification", "regression"]
 
@@ -101,7 +101,7 @@ class AutoresolutionPretext(PaperRecipeTask):
         r, _ = patch_tower.receptive_field()
         if super_patch < r:
             raise ValueError(f"super_patch {super_patch} is smaller than the patch tower's receptive field {r}")
-        self.monitor = "val/acc" if objective == "classification" else "val/mae"
+        self.monitor = "val/pretext_acc" if objective == "classification" else "val/pretext_mae"
         self.mode = "max" if objective == "classification" else "min"
         super().__init__(
             optim=optim, clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, channels_last=channels_last,
@@ -120,11 +120,12 @@ class AutoresolutionPretext(PaperRecipeTask):
         self.register_normalization(hp.mean, hp.std)
 
     def configure_metrics(self) -> MetricCollection:
+        # docs/metrics.md: pretext_* keys, so a pretext score is never read as a classifier's
         if self.hparams.objective == "classification":
-            return MetricCollection({"acc": BinaryAccuracy()})
-        # "mae_centre_predictor": the error of always answering (0, 0), the mean (and median)
-        # of the uniformly distributed centre targets: the chance level of the regression.
-        return MetricCollection({"mae": MeanAbsoluteError(), "mae_centre_predictor": MeanMetric()})
+            return MetricCollection({"pretext_acc": BinaryAccuracy()})
+        # "pretext_mae_centre_predictor": the error of always answering (0, 0), the mean (and
+        # median) of the uniformly distributed centre targets: the chance level of the regression.
+        return MetricCollection({"pretext_mae": MeanAbsoluteError(), "pretext_mae_centre_predictor": MeanMetric()})
 
     # -- pieces --------------------------------------------------------------------------------
     @property
@@ -163,15 +164,16 @@ class AutoresolutionPretext(PaperRecipeTask):
             g = logits.shape[-1]
             target = torch.cat([torch.ones(b), torch.zeros(b)]).to(hr.device).long()[:, None, None].expand(-1, g, g)
             loss = F.cross_entropy(logits, target)
-            metrics["acc"].update(logits.detach().softmax(1)[:, 1], target)
+            metrics["pretext_acc"].update(logits.detach().softmax(1)[:, 1], target)
         else:
             pred = self.predict_grid(emb, sp)
             p, j, g = self.grid_geometry
             target = centre_targets(oy, ox, tuple(hr.shape[-2:]), p, j, g).to(hr.device)
             loss = F.mse_loss(pred, target)
-            metrics["mae"].update(pred.detach().reshape(-1), target.reshape(-1))
-            metrics["mae_centre_predictor"].update(target.abs().mean(), weight=target.numel())
-        self.log(f"{stage}/loss", loss, batch_size=b, prog_bar=True, sync_dist=stage != "train")
+            metrics["pretext_mae"].update(pred.detach().reshape(-1), target.reshape(-1))
+            metrics["pretext_mae_centre_predictor"].update(target.abs().mean(), weight=target.numel())
+        if stage == "train":  # the objective; evaluation is scored by the pretext metrics only
+            self.log("train/loss", loss, batch_size=b, prog_bar=True)
         self.log_dict(metrics, batch_size=b, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss, lr, sp
 
@@ -187,6 +189,12 @@ class AutoresolutionPretext(PaperRecipeTask):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "test", torch.Generator().manual_seed(20_000 + batch_idx))
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """The pretext prediction that ``test/macs_per_image`` counts: both towers and the head
+        on the batch's LR image and its aligned super patch (the first test batch's crops)."""
+        lr, super_patch, _, _ = self.make_inputs(batch["hr"], torch.Generator().manual_seed(20_000))
+        return self.predict_grid(self.embed_image(lr), super_patch)
 
     # -- Fig. 2 heat map -----------------------------------------------------------------------
     @torch.no_grad()
@@ -214,26 +222,8 @@ class AutoresolutionPretext(PaperRecipeTask):
         self.log("val/heatmap_pos_belongs", (pos > 0.5).float().mean(), batch_size=1)
         if self.trainer.is_global_zero and self.trainer.log_dir is not None:
             path = Path(self.trainer.log_dir) / "heatmaps" / f"epoch_{self.current_epoch:03d}.png"
-            save_heatmap_figure(path, lr[0].cpu(), other[0].cpu(), neg, own[0].cpu(), pos)
+            save_heatmap_figure(path, lr=lr[0].cpu(), other=other[0].cpu(), neg=neg, own=own[0].cpu(), pos=pos)
             self.log_image_files("val/heatmap", [path])
-
-
-def save_heatmap_figure(path: Path, lr: Tensor, other: Tensor, neg: Tensor, own: Tensor, pos: Tensor) -> Path:
-    """Fig. 2 of paper D: the LR image, a super patch of another image with its binary heat map,
-    and (for reference) the image's own super patch with its heat map."""
-    plt = pyplot()
-    fig, ax = plt.subplots(1, 5, figsize=(12.5, 2.8))
-    show = [(lr, "LR image"), (other, "super patch (other image)"), ((neg > 0.5).float(), "belongs? (other)"),
-            (own, "super patch (own image)"), ((pos > 0.5).float(), "belongs? (own)")]
-    for a, (img, title) in zip(ax, show, strict=True):
-        if img.ndim == 3:
-            a.imshow(img.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-        else:
-            a.imshow(img.numpy(), cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
-        a.set_title(title, fontsize=9)
-        a.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=90)
 
 
 class AutoresolutionClassifier(PaperRecipeTask):
@@ -241,13 +231,13 @@ class AutoresolutionClassifier(PaperRecipeTask):
 
     Args:
         image_tower: the LR image tower (same architecture as in the pretext checkpoint).
-        num_classes: classes of the softmax layer.
-        input_key: ``"lr"`` (the data module's ``degradation`` makes it) or ``"hr"``.
         pretrained: a pretext checkpoint (``.ckpt``) or weights file whose ``image_tower.*``
             entries initialise the tower; ``None`` = random initialisation (warned).
         head_only_steps: optimiser steps that train only the softmax layer with the tower frozen
             (paper: 10K); then all parameters are fine-tuned.
         dropout: dropout before the softmax layer (paper: 50%).
+        num_classes: classes of the softmax layer.
+        input_key: ``"lr"`` (the data module's ``degradation`` makes it) or ``"hr"``.
         optim: Sec. 3.1's recipe at 0.01 (paper: 0.01 baseline, 0.003 after classification
             pretext, 0.001 after regression pretext). Parameter groups: ``image_tower`` and
             ``head`` (the softmax layer).
@@ -261,11 +251,11 @@ class AutoresolutionClassifier(PaperRecipeTask):
         self,
         *,
         image_tower: nn.Module,
-        num_classes: int = 10,
-        input_key: Literal["lr", "hr"] = "lr",
         pretrained: str | None = None,
         head_only_steps: int = 10_000,
         dropout: float = 0.5,
+        num_classes: int = 10,
+        input_key: Literal["lr", "hr"] = "lr",
         mean: tuple[float, float, float] = CIFAR10_MEAN,
         std: tuple[float, float, float] = CIFAR10_STD,
         clip_grad_norm: float | None = 10.0,
@@ -318,13 +308,26 @@ class AutoresolutionClassifier(PaperRecipeTask):
         x = self.normalize(x)
         return self.classifier(self.image_tower(x))
 
+    def _input(self, batch: dict[str, Any]) -> Tensor:
+        return batch_entry(batch, self.hparams.input_key, type(self).__name__)
+
+    def inference_step(self, batch: dict[str, Any]) -> Tensor:
+        """The test-time prediction: tower + softmax layer on the input image (logits)."""
+        return self(self._input(batch))
+
+    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
+        """1 on HR inputs (``input_key="hr"``), 0 on LR inputs."""
+        return float(self.hparams.input_key == "hr")
+
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = self(batch_entry(batch, self.hparams.input_key, type(self).__name__)).float()
+        logits = self(self._input(batch)).float()
         y = batch["label"]
         loss = F.cross_entropy(logits, y)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), y)
-        self.log(f"{stage}/loss", loss, batch_size=len(y), prog_bar=stage != "test", sync_dist=stage != "train")
+        # docs/metrics.md: train/loss is the objective, val|test/ce the prediction's cross-entropy
+        key = "train/loss" if stage == "train" else f"{stage}/ce"
+        self.log(key, loss, batch_size=len(y), prog_bar=stage != "test", sync_dist=stage != "train")
         self.log_dict(metrics, batch_size=len(y), on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
