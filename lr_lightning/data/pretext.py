@@ -62,6 +62,8 @@ class PretextFolderDataModule(LRDataModule):
 
     Args:
         train_dirs / val_dirs: folders relative to ``root`` (or absolute).
+        test_dirs: folders of the test split (fixed crops like validation; ``None`` = ``val_dirs``,
+            so ``test`` scores the pretext on the validation crops: say so when you report it).
         crop_size: side of the crop taken from a folder image.
         hr_size: side of the HR image served (``crop_size`` must be a multiple of it).
         patches_per_epoch: random crops per training epoch.
@@ -74,6 +76,7 @@ class PretextFolderDataModule(LRDataModule):
         root: str | None = None,
         train_dirs: list[str] | None = None,
         val_dirs: list[str] | None = None,
+        test_dirs: list[str] | None = None,
         crop_size: int = 128,
         hr_size: int = 32,
         patches_per_epoch: int = 16_000,
@@ -91,6 +94,7 @@ class PretextFolderDataModule(LRDataModule):
             raise ValueError(f"crop_size {crop_size} is not a multiple of hr_size {hr_size}")
         self.train_dirs = train_dirs if train_dirs is not None else ["sr/BSD100", "sr/Urban100"]
         self.val_dirs = val_dirs if val_dirs is not None else ["sr/Set14"]
+        self.test_dirs = test_dirs if test_dirs is not None else self.val_dirs
         self.crop_size, self.hr_size = crop_size, hr_size
         self.patches_per_epoch, self.val_crops = patches_per_epoch, val_crops
 
@@ -104,7 +108,13 @@ class PretextFolderDataModule(LRDataModule):
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = RandomCropDataset(self._images(self.train_dirs), self.crop_size, self.hr_size, self.patches_per_epoch)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            ds = RandomCropDataset(self._images(self.val_dirs), self.crop_size, self.hr_size, self.val_crops)
-            g = torch.Generator().manual_seed(self.seed)
-            crops = torch.stack([ds.crop(g) for _ in range(self.val_crops)])
-            self.val_set = DictTensorDataset(crops, torch.zeros(len(crops), dtype=torch.long))
+            self.val_set = self._fixed_crops(self.val_dirs, self.seed)
+        if stage in (None, "test") and self.test_set is None:
+            self.test_set = self._fixed_crops(self.test_dirs, self.seed + 1)
+
+    def _fixed_crops(self, dirs: list[str], seed: int) -> DictTensorDataset:
+        """``val_crops`` seeded crops of the images in ``dirs`` (the same every run)."""
+        ds = RandomCropDataset(self._images(dirs), self.crop_size, self.hr_size, self.val_crops)
+        g = torch.Generator().manual_seed(seed)
+        crops = torch.stack([ds.crop(g) for _ in range(self.val_crops)])
+        return DictTensorDataset(crops, torch.zeros(len(crops), dtype=torch.long))
