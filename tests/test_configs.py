@@ -19,19 +19,21 @@ from tests.conftest import REPO, shared_data_root, write_image_folder, write_ima
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
+#: Trainer overrides of every tiny test run: 2 training batches, one validation / test batch,
+#: every step logged, no sanity check, progress bar or summary.
+TINY_TRAINER_ARGS = [
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
 def _fast_args(tmp_path: Path) -> list[str]:
-    return [
-        "--trainer.max_steps=2",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
+    return ["--trainer.max_steps=2", "--trainer.max_epochs=1", *TINY_TRAINER_ARGS, f"--trainer.default_root_dir={tmp_path}"]
 
 
 def _data_args(cfg: dict, tmp_path: Path) -> list[str]:

@@ -12,6 +12,7 @@ from PIL import Image
 from lr_lightning.cli import console_main, main
 from lr_lightning.report import BEST_VAL_KEYS, MISSING, TEST_KEYS, format_value
 from tests.conftest import REPO
+from tests.test_configs import TINY_TRAINER_ARGS
 
 
 def tiny_args(data_root: Path, logs: Path) -> list[str]:
@@ -21,13 +22,7 @@ def tiny_args(data_root: Path, logs: Path) -> list[str]:
         "--data.init_args.batch_size=8",
         "--data.init_args.val_fraction=0.25",
         "--trainer.max_epochs=2",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        *TINY_TRAINER_ARGS,
         f"--trainer.logger.init_args.save_dir={logs}",
         f"--trainer.default_root_dir={logs.parent}",
     ]

@@ -41,6 +41,7 @@ class CIFARDataModule(LRDataModule):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         variant: Literal["cifar10", "cifar100"] = "cifar10",
         download: bool = False,

@@ -46,6 +46,7 @@ class ImageFolderDataModule(LRDataModule):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         train_dir: str = "train",
         val_dir: str | None = None,

@@ -73,6 +73,7 @@ class PretextFolderDataModule(LRDataModule):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         train_dirs: list[str] | None = None,
         val_dirs: list[str] | None = None,

@@ -100,6 +100,7 @@ class SRDataModule(LRDataModule):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         train_dirs: list[str] | None = None,
         val_dirs: list[str] | None = None,
