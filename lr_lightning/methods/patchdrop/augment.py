@@ -20,7 +20,7 @@ from lr_lightning.methods.base import batch_entry
 from lr_lightning.methods.classification import ImageClassifier
 from lr_lightning.methods.optim import CLASSIFIER_OPTIM, OptimSpec
 from lr_lightning.methods.patchdrop import grid as G
-from lr_lightning.methods.patchdrop.model import read_checkpoint_state, submodule_state
+from lr_lightning.nn.weights import load_module_weights
 
 AugmentKind = Literal["none", "cutout", "hard_positive"]
 
@@ -96,8 +96,9 @@ class AugmentedClassifier(ImageClassifier):
         if self._pending_policy:
             self.policy = self._pending_policy.pop()
             if hp.policy_checkpoint:
-                state = read_checkpoint_state(hp.policy_checkpoint)
-                self.policy.load_state_dict(submodule_state(state, "policy") or state)
+                # a PatchDrop checkpoint (``model.policy.*``; ``policy.*`` before PatchDropModel) or
+                # the policy's own state dict
+                load_module_weights(self.policy, hp.policy_checkpoint, ("model.policy.", "policy."))
             else:
                 warnings.warn("AugmentedClassifier: policy_checkpoint is null, hard positives come from a random policy", stacklevel=2)
             self.policy.requires_grad_(False)

@@ -18,7 +18,6 @@ checkpoints written before the model existed).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from lr_lightning.degrade import upsample
 from lr_lightning.degrade.resize import UpsampleMode
 from lr_lightning.methods.patchdrop import grid as G
 from lr_lightning.methods.patchdrop import rl
+from lr_lightning.nn.weights import read_state_dict
 
 PolicyKind = Literal["learned", "fixed_h", "fixed_v", "stochastic", "saliency", "full", "none"]
 
@@ -48,22 +48,10 @@ def canonical_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def read_checkpoint_state(path: str) -> dict[str, Tensor]:
-    """The state dict of a PatchDrop checkpoint (a Lightning ``.ckpt`` or a plain state dict,
-    read with ``weights_only=True``), with :func:`canonical_state` keys."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}; pass the path of a PatchDrop .ckpt (or a state dict file)")
-    state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path!r} holds a {type(state).__name__}, not a state dict")
-    return canonical_state(state)
-
-
-def submodule_state(state: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
-    """The entries of network ``name`` (``model.<name>.*``) of a canonical state, prefix removed."""
-    prefix = f"{MODEL_PREFIX}{name}."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    """The state dict of a PatchDrop checkpoint (:func:`~lr_lightning.nn.weights.read_state_dict`:
+    a Lightning ``.ckpt`` or a plain state dict, ``weights_only=True``) with
+    :func:`canonical_state` keys."""
+    return canonical_state(read_state_dict(path))
 
 
 class PatchDropModel(nn.Module):
