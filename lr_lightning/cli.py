@@ -60,26 +60,30 @@ def checkpoint_search_dirs(trainer: Trainer) -> list[Path]:
     ``<default_root_dir>/checkpoints``. A ``ModelCheckpoint`` configured with an explicit
     ``dirpath`` adds that folder.
     """
-    dirs: list[Path] = []
-    if trainer.loggers:
-        first = trainer.loggers[0]
-        save_dir = Path(first.save_dir or trainer.default_root_dir)
-        root = save_dir / first.name if first.name else save_dir
-        if root.is_dir():
-            dirs += sorted(p for p in root.glob("*/checkpoints") if p.is_dir())
-    else:
-        dirs.append(Path(trainer.default_root_dir) / "checkpoints")
+    root = _runs_root(trainer)
+    dirs = [Path(trainer.default_root_dir) / "checkpoints"] if root is None else sorted(
+        p for p in root.glob("*/checkpoints") if p.is_dir()
+    )
     dirs += [Path(cb.dirpath) for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     return dirs
 
 
+def _runs_root(trainer: Trainer) -> Path | None:
+    """``<save_dir>/<name>`` of the first logger (the folder holding one sub-folder per run), or
+    ``None`` without a logger."""
+    if not trainer.loggers:
+        return None
+    first = trainer.loggers[0]
+    save_dir = Path(first.save_dir or trainer.default_root_dir)
+    return save_dir / first.name if first.name else save_dir
+
+
 def search_description(trainer: Trainer) -> str:
     """Human-readable glob of where :func:`checkpoint_search_dirs` looks (for error messages)."""
-    if not trainer.loggers:
+    root = _runs_root(trainer)
+    if root is None:
         return str(Path(trainer.default_root_dir).resolve() / "checkpoints")
-    first = trainer.loggers[0]
-    save_dir = Path(first.save_dir or trainer.default_root_dir).resolve()
-    return str((save_dir / first.name if first.name else save_dir) / "*" / "checkpoints")
+    return str(root.resolve() / "*" / "checkpoints")
 
 
 def _recorded_best(directory: Path) -> Path | None:
@@ -88,9 +92,14 @@ def _recorded_best(directory: Path) -> Path | None:
     last = directory / "last.ckpt"
     if not last.is_file():
         return None
+    import pickle
+
     import torch
 
-    state = torch.load(last, map_location="cpu", mmap=True, weights_only=False)
+    try:  # weights_only: never run code from a checkpoint found on disk
+        state = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError):  # a checkpoint with custom objects: use the newest file
+        return None
     for key, cb_state in (state.get("callbacks") or {}).items():
         best = cb_state.get("best_model_path") if isinstance(cb_state, dict) else None
         if "Checkpoint" in str(key) and best and (directory / Path(best).name).is_file():

@@ -32,7 +32,8 @@ class SharedTestKeys(Callback):
     :class:`~lr_lightning.methods.base.BaseTask` (added by its ``configure_callbacks``)."""
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.cost: tuple[float, int] | None = None
+        self.counted = False  # the cost is measured once, on the first test batch
+        self.cost: tuple[float, int] | None = None  # None: the task has no inference_step
         self.fraction = MeanMetric().to(pl_module.device)
         self.has_fraction = False
 
@@ -42,18 +43,19 @@ class SharedTestKeys(Callback):
         if not isinstance(batch, dict):
             return
         n = _batch_size(batch)
-        if self.cost is None:
+        if not self.counted:
+            self.counted = True
             try:
                 self.cost = inference_cost(pl_module, lambda: pl_module.inference_step(batch), n)
             except NotImplementedError:
-                self.cost = (float("nan"), -1)
+                self.cost = None
         frac = pl_module.hr_pixel_fraction(batch)
         if frac is not None:
             self.has_fraction = True
             self.fraction.update(float(frac), weight=n)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.cost is not None and self.cost[1] >= 0:
+        if self.cost is not None:
             pl_module.log("test/macs_per_image", self.cost[0], batch_size=1)
             pl_module.log("test/params", float(self.cost[1]), batch_size=1)
         if self.has_fraction:

@@ -62,7 +62,7 @@ class BaseTask(LightningModule):
     """
 
     monitor: str = "val/acc"
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] = "max"
     #: ``__init__`` arguments of a subclass that are objects (networks, degradations) not passed in
     #: ``modules``; they are kept out of the saved hyper-parameters like injected networks.
     network_args: tuple[str, ...] = ()
@@ -78,10 +78,9 @@ class BaseTask(LightningModule):
         modules = modules or {}
         self.optim_spec = OptimSpec.coerce(optim)
         self.save_hyperparameters(ignore=["modules", *modules, *self.network_args])
-        # plain data in the checkpoint (loads with weights_only=True); the subclass's own
-        # ``optim`` argument is what save_hyperparameters collected
-        self.hparams["optim"] = OptimSpec.coerce(self.hparams.get("optim", optim)).to_dict()
-        self.hparams["channels_last"] = channels_last
+        # plain data in the checkpoint, so it loads with weights_only=True
+        self.hparams["optim"] = self.optim_spec.to_dict()
+        self.hparams["channels_last"] = channels_last  # read by to_input
         for name, module in modules.items():
             setattr(self, name, module)
         self.configure_models()

@@ -27,10 +27,11 @@ def inference_cost(module: nn.Module, predict: Callable[[], Any], num_images: in
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     called: dict[int, nn.Module] = {}
-    handles = [
-        m.register_forward_pre_hook(lambda mod, _args: called.setdefault(id(mod), mod) and None)
-        for m in module.modules()
-    ]
+
+    def record(mod: nn.Module, _args: Any) -> None:
+        called[id(mod)] = mod
+
+    handles = [m.register_forward_pre_hook(record) for m in module.modules()]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             predict()
