@@ -96,7 +96,7 @@ class PatchDropModel(nn.Module):
     ) -> None:
         super().__init__()
         if policy_kind in ("learned", "saliency") and policy is None:
-            raise ValueError(f"policy_kind={policy_kind!r} needs a `policy` network")
+            raise ValueError(f"policy_kind={policy_kind!r} needs a `policy` network (e.g. lr_lightning.nn.CifarResNet depth 8)")
         if policy_kind in ("fixed_h", "fixed_v", "stochastic", "saliency") and num_kept is None:
             raise ValueError(f"policy_kind={policy_kind!r} needs `num_kept` (the number S of HR patches to sample)")
         self.hr_classifier = hr_classifier

@@ -128,13 +128,10 @@ class PatchDrop(BaseTask):
         optim: OptimSpec = PATCHDROP_OPTIM,
         channels_last: bool = True,
     ) -> None:
+        # PatchDropModel checks that the policy kind has its policy network and num_kept
         needs_policy = policy_kind in ("learned", "saliency")
-        if needs_policy and policy is None:
-            raise ValueError(f"policy_kind={policy_kind!r} needs a `policy` network (e.g. lr_lightning.nn.CifarResNet depth 8)")
         if stage == "ft2" and lr_classifier is None:
             raise ValueError("stage='ft2' fuses the LR stream (Eq. 7): give `lr_classifier`")
-        if policy_kind in ("fixed_h", "fixed_v", "stochastic", "saliency") and num_kept is None:
-            raise ValueError(f"policy_kind={policy_kind!r} needs `num_kept` (the number S of HR patches to sample)")
         if policy_kind in ("fixed_h", "fixed_v", "saliency") and num_kept is not None and num_kept != int(num_kept):
             raise ValueError(f"policy_kind={policy_kind!r} takes an integer num_kept, got {num_kept}")
         if stage == "pt" and policy_kind not in ("learned", "saliency"):
