@@ -29,6 +29,7 @@ def test_test_psnr_per_folder_matches_direct_computation(tmp_path: Path) -> None
     res = trainer.test(task, datamodule=dm, verbose=False)
     merged = {k: v for r in res for k, v in r.items()}
     deg = Degradation(mode="bicubic_matlab", factor=2)
+    every: list[float] = []
     for name in ("a", "b"):
         values = []
         for item in dm.test_sets[0 if name == "a" else 1]:
@@ -36,4 +37,6 @@ def test_test_psnr_per_folder_matches_direct_computation(tmp_path: Path) -> None
             sr = upsample(deg(hr), hr.shape[-2:], mode="bicubic").clamp(0, 1)
             values.append(float(psnr_y(sr, hr, shave=2)[0]))
         assert abs(merged[f"test/psnr_y/{name}"] - sum(values) / len(values)) < 1e-3
+        every += values
+    assert abs(merged["test/psnr_y"] - sum(every) / len(every)) < 1e-3  # mean over all 5 images, not of the 2 sets
     assert torch.isfinite(torch.tensor(list(merged.values()))).all()

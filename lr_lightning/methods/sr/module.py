@@ -82,23 +82,24 @@ class SuperResolutionTask(BaseTask):
         names = getattr(self.trainer.datamodule, "test_names", None) or [str(i) for i in range(n)]
         self._test_names = names
         self.test_psnr = nn.ModuleList([PSNRY(shave=self.hparams.scale) for _ in names]).to(self.device)
-        self.test_psnr_all = PSNRY(shave=self.hparams.scale).to(self.device)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         sr = self(batch["lr"]).float().clamp(0, 1)
         self._check(sr, batch["hr"])
         metric = self.test_psnr[dataloader_idx]
         metric.update(sr, batch["hr"])
-        self.test_psnr_all.update(sr, batch["hr"])
         self.log(
             f"test/psnr_y/{self._test_names[dataloader_idx]}", metric, batch_size=sr.shape[0],
             add_dataloader_idx=False,
         )
 
     def on_test_epoch_end(self) -> None:
-        # logged here, not per step: the same key from several test loaders would be split by loader
-        self.log("test/psnr_y", self.test_psnr_all.compute(), batch_size=1)
-        self.test_psnr_all.reset()
+        # the mean over every test image, from the per-folder states (no second PSNR pass); logged
+        # here, not per step, where the same key from several test loaders would be split by loader
+        overall = PSNRY(shave=self.hparams.scale).to(self.device)
+        for metric in self.test_psnr:
+            overall.merge_state(metric)
+        self.log("test/psnr_y", overall.compute(), batch_size=1)
 
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the SR image."""
