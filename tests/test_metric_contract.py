@@ -101,3 +101,5 @@ def test_config_runs_and_keeps_the_metric_contract(config: Path, tmp_path: Path,
     if not isinstance(model, AutoresolutionPretext):
         frac = logged.get("test/hr_pixel_fraction")
         assert frac and 0.0 <= frac[-1] <= 1.0
+        if model.hparams.get("input_key") in ("hr", "lr"):  # HR-CNN 1, LR-CNN 0
+            assert frac[-1] == float(model.hparams.input_key == "hr")

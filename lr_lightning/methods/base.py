@@ -112,10 +112,13 @@ class BaseTask(LightningModule):
         raise NotImplementedError
 
     def hr_pixel_fraction(self, batch: dict[str, Any]) -> float | Tensor | None:
-        """Share of the HR image's pixels the test-time prediction used (``test/hr_pixel_fraction``):
-        1 for a classifier on HR images, 0 for one on LR images; ``None`` when the method logs it
-        itself (PatchDrop, per image) or it does not apply."""
-        return None
+        """Share of the HR image's pixels the test-time prediction used (``test/hr_pixel_fraction``).
+
+        Default: from an ``input_key`` hyper-parameter (1 for ``"hr"``, 0 for ``"lr"``: the HR-CNN
+        and LR-CNN style tasks); ``None`` otherwise, i.e. when the method logs it itself
+        (PatchDrop, from each image's actions) or it does not apply. Other methods override it."""
+        key = self.hparams.get("input_key")
+        return None if key not in ("hr", "lr") else float(key == "hr")
 
     # -- helpers -------------------------------------------------------------------------------
     def register_normalization(self, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]) -> None:

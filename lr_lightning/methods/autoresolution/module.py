@@ -315,10 +315,6 @@ class AutoresolutionClassifier(PaperRecipeTask):
         """The test-time prediction: tower + softmax layer on the input image (logits)."""
         return self(self._input(batch))
 
-    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
-        """1 on HR inputs (``input_key="hr"``), 0 on LR inputs."""
-        return float(self.hparams.input_key == "hr")
-
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         logits = self(self._input(batch)).float()
         y = batch["label"]

@@ -138,10 +138,6 @@ class ImageClassifier(BaseTask):
         """Test-time prediction: logits of the classifier on its input."""
         return self(self._input(batch))
 
-    def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
-        """1 for the HR-CNN (``input_key="hr"``), 0 for the LR-CNN."""
-        return 1.0 if self.hparams.input_key == "hr" else 0.0
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         logits = self(self._input(batch))
         return {"pred": logits.argmax(-1), "prob": F.softmax(logits.float(), -1)}

@@ -259,11 +259,6 @@ class PatchDrop(BaseTask):
         ``(actions, class log-probabilities)``; what ``test/macs_per_image`` counts."""
         return self.model.predict(batch["hr"], _lr(batch), generator=self._generator("test", 0))
 
-    def hr_pixel_fraction(self, batch: dict[str, Any]) -> None:
-        """``None``: the share ``S / P`` depends on each image's actions, so :meth:`_evaluate`
-        logs ``val/`` and ``test/hr_pixel_fraction`` itself."""
-        return None
-
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> tuple[Tensor, Tensor, Tensor]:
         hr, lr, y = batch["hr"], _lr(batch), batch["label"]
         bs = y.shape[0]
