@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from lr_lightning.logging_wandb import degradation_name
 from lr_lightning.plotting import pyplot, save_figure
 
 #: The final test metrics of the table (the metric contract's keys, docs/metrics.md).
@@ -74,23 +75,19 @@ def degradation_label(spec: Any) -> str | None:
     """The name of a degradation given in a config: a name string as is, a
     ``{class_path, init_args}`` mapping by building the object and taking its ``.name``
     (e.g. ``bicubic4+up``), falling back to ``<mode><factor>``; ``None`` if there is none."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        return spec
     if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
         init = spec.get("init_args") or {}
         try:
             module, _, name = spec["class_path"].rpartition(".")
-            obj = getattr(importlib.import_module(module), name)(**init)
-            if isinstance(getattr(obj, "name", None), str):
-                return obj.name
+            label = degradation_name(getattr(importlib.import_module(module), name)(**init))
+            if label:
+                return label
         except Exception:  # a kernel file that is not here, an unknown class: describe it plainly
             pass
         if "mode" in init:
             return f"{init['mode']}{init.get('factor', '')}"
         return class_name(spec["class_path"])
-    return None
+    return degradation_name(spec)  # a name string as is; None for null
 
 
 @dataclass
