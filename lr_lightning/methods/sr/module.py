@@ -96,10 +96,11 @@ class SuperResolutionTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         # the mean over every test image, from the per-folder states (no second PSNR pass); logged
         # here, not per step, where the same key from several test loaders would be split by loader
-        overall = PSNRY(shave=self.hparams.scale).to(self.device)
+        total, count = 0.0, 0
         for metric in self.test_psnr:
-            overall.merge_state(metric)
-        self.log("test/psnr_y", overall.compute(), batch_size=1)
+            with metric.sync_context():  # the states summed over DDP ranks
+                total, count = total + float(metric.total), count + int(metric.count)
+        self.log("test/psnr_y", total / max(count, 1), batch_size=1)
 
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the SR image."""
