@@ -12,7 +12,8 @@ Supported layers:
   statistics, then replaced by ``nn.Identity`` (the integer net trains *without* normalisation;
   batch statistics need division and square roots, which integer training of paper E does not have);
 * ``lr_lightning.nn.ZSSR8``: its global residual ``up + body(up)`` becomes :class:`IntAdd` (the
-  bicubic upsampling is input preprocessing, like the image itself);
+  bicubic upsampling is input preprocessing, like the image itself), with ``add_output_bits``
+  bits for the sum (8 = the paper's all-int8 reading; 16 or 32 keep more of the output);
 * ``lr_lightning.nn.Conv4``: its own forward is ``classifier(flatten(features(x)))``, exact.
 
 Anything else raises a ``TypeError`` that names every unsupported layer by its qualified name.
@@ -27,21 +28,26 @@ from torch import Tensor, nn
 
 from lr_lightning.nn.conv4 import Conv4
 from lr_lightning.nn.zssr import ZSSR8
-from lr_lightning.quant.layers import IntAdd, IntConv2d, IntegerLayer, IntLinear, ScaleBook
+from lr_lightning.quant.core import ACT_ROUNDINGS, ROUNDINGS, ActRounding, Rounding, check_rounding
+from lr_lightning.quant.layers import AddBits, IntAdd, IntConv2d, IntegerLayer, IntLinear, ScaleBook, WgradMethod
 
 EXACT_AS_IS = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity)
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, Conv4)
 
 
 class IntegerZSSR8(nn.Module):
-    """ZSSR8 with an integer global residual: ``IntAdd(up, body(up))`` (``body`` converted)."""
+    """ZSSR8 with an integer global residual: ``IntAdd(up, body(up))`` (``body`` converted).
 
-    def __init__(self, net: ZSSR8) -> None:
+    ``output_bits`` (8, 16 or 32) is the precision of the residual sum, i.e. of the network output
+    (:class:`IntAdd`); 8 by default (the paper's all-int8 reading).
+    """
+
+    def __init__(self, net: ZSSR8, output_bits: AddBits = 8, rounding: ActRounding = "nearest") -> None:
         super().__init__()
         self.scale, self.upsample_mode = net.scale, net.upsample_mode
         self.upsample_input = net.upsample_input
         self.body = net.body
-        self.add = IntAdd()
+        self.add = IntAdd(output_bits=output_bits, rounding=rounding)
 
     def forward(self, lr: Tensor) -> Tensor:
         up = self.upsample_input(lr)
@@ -108,12 +114,38 @@ def convert_to_integer(
     scales: Literal["dynamic", "static"] = "dynamic",
     fold_bn: bool = False,
     headroom: int = 1,
-    rounding: Literal["floor", "nearest"] = "floor",
+    rounding: ActRounding = "nearest",
+    *,
+    weight_grad_rounding: Rounding = "nearest",
+    add_output_bits: AddBits = 8,
+    seed: int | None = None,
+    wgrad_method: WgradMethod = "auto",
 ) -> nn.Module:
     """Swap the supported layers of ``net`` for integer ones; returns the (possibly new) root.
 
+    Args:
+        net: the float network (modified in place where possible).
+        weight_bits: 32 (Eq. 14/15, "8-bit (Ours)") or 8 ("standard 8-bit", Eq. 12/13).
+        scales: ``dynamic`` (Eq. 11 per tensor) or ``static`` (fixed per point; calibrate them with
+            :func:`lr_lightning.quant.calibrate_static_scales` or load them with
+            :func:`lr_lightning.quant.load_scale_state`).
+        fold_bn: fold ``BatchNorm2d`` after ``Conv2d`` into the conv.
+        headroom: extra bits of the stored weight scale.
+        rounding: activations and activation gradients: ``nearest`` (default, ``floor(x + 1/2)``)
+            or ``floor`` (Eq. 10 literally, the ablation); also used for Eq. 14's weight conversion.
+        weight_grad_rounding: Eq. 12/13/15 (weight gradient -> weight scale, the update):
+            ``nearest`` (default), ``floor`` or ``stochastic``.
+        add_output_bits: precision of ZSSR8's global residual sum (:class:`IntAdd`): 8, 16 or 32.
+        seed: seed of one ``torch.Generator`` shared by all layers for stochastic rounding
+            (``None``: the global torch RNG).
+        wgrad_method: ``auto`` (exact float32 split weight gradient) or ``float64`` (reference).
+
     Raises ``TypeError`` naming every unsupported layer before changing anything.
     """
+    check_rounding(rounding, ACT_ROUNDINGS, "rounding")
+    check_rounding(weight_grad_rounding, ROUNDINGS, "weight_grad_rounding")
+    if add_output_bits not in (8, 16, 32):
+        raise ValueError(f"add_output_bits must be 8, 16 or 32, got {add_output_bits}")
     bad = find_unsupported(net, fold_bn)
     if bad:
         raise TypeError(
@@ -132,12 +164,13 @@ def convert_to_integer(
 
     def swap(mod: nn.Module, prefix: str) -> nn.Module:
         if isinstance(mod, ZSSR8):
-            mod = IntegerZSSR8(mod)
+            mod = IntegerZSSR8(mod, output_bits=add_output_bits, rounding=rounding)
             mod.add.name = f"{prefix}.add" if prefix else "add"
+        rkw = {"rounding": rounding, "weight_grad_rounding": weight_grad_rounding}
         if isinstance(mod, nn.Conv2d) and not isinstance(mod, IntegerLayer):
-            new: nn.Module = IntConv2d(mod, weight_bits, headroom)
+            new: nn.Module = IntConv2d(mod, weight_bits, headroom, wgrad_method=wgrad_method, **rkw)
         elif isinstance(mod, nn.Linear) and not isinstance(mod, IntegerLayer):
-            new = IntLinear(mod, weight_bits, headroom)
+            new = IntLinear(mod, weight_bits, headroom, **rkw)
         else:
             for name, child in list(mod.named_children()):
                 new_child = swap(child, f"{prefix}.{name}" if prefix else name)
@@ -148,15 +181,20 @@ def convert_to_integer(
         return new
 
     root = swap(net, "")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for book in scale_books(root):
         book.mode = scales
         book.rounding = rounding
+        book.weight_grad_rounding = weight_grad_rounding
+        book.generator = generator
     return root
 
 
 def integer_layers(net: nn.Module) -> list[IntegerLayer]:
+    """The integer Conv2d / Linear layers of ``net`` in registration order."""
     return [m for m in net.modules() if isinstance(m, IntegerLayer)]
 
 
 def scale_books(net: nn.Module) -> list[ScaleBook]:
+    """The :class:`ScaleBook` of every integer layer and integer add of ``net``."""
     return [m.book for m in net.modules() if isinstance(m, (IntegerLayer, IntAdd))]

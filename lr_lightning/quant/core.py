@@ -2,9 +2,20 @@
 
 A real tensor ``X`` is represented by an integer value tensor ``v`` and one integer scale ``s``::
 
-    Q_b(X, s)  = sat_b( floor(2^(b-1) * X / 2^s) ) = v         (Eq. 10 for b = 8, Eq. 14 for b = 32)
+    Q_b(X, s)  = sat_b( R(2^(b-1) * X / 2^s) ) = v              (Eq. 10 for b = 8, Eq. 14 for b = 32)
     DQ_b(v, s) = v * 2^(s - (b-1))
     s          = ceil(log2(max|X|))                             (Eq. 11, "dynamic" scale)
+
+``R`` is the rounding (:data:`Rounding`):
+
+* ``"nearest"`` (the **default**): round half up, ``floor(y + 1/2)``: ``2.5 -> 3``, ``-2.5 -> -2``,
+  ``-0.5 -> 0``. NITI, whose arithmetic paper E says it follows, rounds activations and errors
+  this way; an unbiased rounding is what the paper's small float/integer gaps need (see
+  ``docs/integer_training.md``).
+* ``"floor"``: Eq. 10 read literally, ``floor(y)``; kept as the ablation. It biases every
+  requantisation by -1/2 LSB.
+* ``"stochastic"``: ``floor(y + u)``, ``u ~ U[0, 1)`` from a ``torch.Generator`` (unbiased in
+  expectation, reproducible for a fixed seed); meant for weight gradients (Eq. 12/13/15).
 
 ``sat_b`` clamps to ``[-2^(b-1), 2^(b-1) - 1]``; it is explicit because Eq. 11 allows
 ``2^7 X / 2^s = +128`` when ``max|X|`` is a power of two (and static scales can be exceeded).
@@ -13,8 +24,10 @@ Storage convention (CPU, no integer convolution kernels in PyTorch): integer val
 float32 tensors while every intermediate is an integer below 2^24 in magnitude (exact in float32:
 products of int8 summed over <= 1024 terms) and in float64 below 2^53 (int32 accumulators of
 weight gradients). Power-of-two rescaling of such values is exact in floating point, so
-``floor(v * 2^k)`` is the arithmetic shift ``v >> -k``. Every op here is checked bit for bit
-against numpy int64 references in ``tests/quant``.
+``floor(v * 2^k)`` is the arithmetic shift ``v >> -k``, and ``floor(y + 1/2)`` is computed as
+``floor(y) + [y - floor(y) >= 1/2]`` (both steps exact for every float, unlike ``y + 0.5``, which
+rounds in float32). Every op here is checked bit for bit against numpy int64 references in
+``tests/quant``.
 """
 
 from __future__ import annotations
@@ -31,6 +44,23 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 #: the largest reduction length for which an int8 x int8 sum is exact in float32 (2^14 * K <= 2^24)
 FP32_EXACT_TERMS = 2**24 // 2**14
+
+#: rounding of a requantisation: ``floor(y + 1/2)`` / ``floor(y)`` (Eq. 10) / ``floor(y + u)``
+Rounding = Literal["nearest", "floor", "stochastic"]
+#: roundings allowed for activations and activation gradients (deterministic)
+ActRounding = Literal["nearest", "floor"]
+ROUNDINGS: tuple[str, ...] = ("nearest", "floor", "stochastic")
+ACT_ROUNDINGS: tuple[str, ...] = ("nearest", "floor")
+
+#: the largest right shift the exact integer stochastic rounding draws random bits for
+_MAX_RANDOM_BITS = 62
+
+
+def check_rounding(rounding: str, allowed: tuple[str, ...] = ROUNDINGS, what: str = "rounding") -> str:
+    """Validate a rounding name (raises ``ValueError`` naming the allowed ones)."""
+    if rounding not in allowed:
+        raise ValueError(f"{what} must be one of {list(allowed)}, got {rounding!r}")
+    return rounding
 
 
 def int_bounds(bits: int) -> tuple[int, int]:
@@ -75,20 +105,48 @@ def pow2(k: int) -> float:
     return math.ldexp(1.0, k)
 
 
-Rounding = Literal["floor", "nearest"]
+def floor_half_up_(y: Tensor) -> Tensor:
+    """``floor(y + 1/2)`` of a float tensor, exact for every float value; **consumes** ``y``
+    (its storage is reused as scratch). ``2.5 -> 3``, ``-2.5 -> -2``, ``-0.5 -> 0``, ``0.49999997 -> 0``.
 
-
-def quantize(x: Tensor, s: int, bits: int = 8, rounding: Rounding = "floor") -> Tensor:
-    """Eq. 10 / Eq. 14: ``sat_b(floor(2^(b-1) X / 2^s))``; integer values in ``x``'s float dtype.
-
-    Exact for float inputs: multiplying by a power of two only changes the exponent.
-    ``rounding="nearest"`` (an option, not the paper's Eq. 10) uses ``floor(. + 1/2)``, computed
-    in float64 so the half-step addition is exact.
+    ``floor(y)`` and the fraction ``y - floor(y)`` are exact in binary floating point, so the
+    comparison with ``1/2`` decides the half-up rounding without the float32 rounding of ``y + 0.5``.
     """
-    if rounding == "nearest":
-        return saturate(torch.floor(x.double() * pow2(bits - 1 - s) + 0.5), bits).to(x.dtype)
+    f = torch.floor(y)
+    frac = y.sub_(f).ge_(0.5)  # in place: 1.0 where the fraction is >= 1/2, else 0.0
+    return f.add_(frac)
+
+
+def _uniform(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=generator.device if generator else device)
+    return u.to(device)
+
+
+def _random_bits(shape: torch.Size, bits: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    gen_device = generator.device if generator is not None else device
+    r = torch.randint(0, 2**bits, shape, generator=generator, dtype=torch.int64, device=gen_device)
+    return r.to(device)
+
+
+def quantize(
+    x: Tensor, s: int, bits: int = 8, rounding: Rounding = "nearest", generator: torch.Generator | None = None
+) -> Tensor:
+    """Eq. 10 / Eq. 14: ``sat_b(R(2^(b-1) X / 2^s))``; integer values in ``x``'s float dtype.
+
+    Exact for float inputs: multiplying by a power of two only changes the exponent, and the
+    roundings are done without inexact float additions (:func:`floor_half_up_`). ``rounding``:
+    ``nearest`` (default, ``floor(y + 1/2)``), ``floor`` (Eq. 10 literally) or ``stochastic``
+    (``floor(y + u)``, ``u ~ U[0,1)`` drawn in float64 from ``generator``, or the global RNG).
+    """
+    check_rounding(rounding)
     lo, hi = int_bounds(bits)
-    return (x * pow2(bits - 1 - s)).floor_().clamp_(lo, hi)  # one new tensor, in-place floor/clamp
+    y = x * pow2(bits - 1 - s)  # a new tensor (exact)
+    if rounding == "floor":
+        return y.floor_().clamp_(lo, hi)  # in-place floor/clamp on the fresh tensor
+    if rounding == "nearest":
+        return floor_half_up_(y).clamp_(lo, hi)
+    u = _uniform(y.shape, generator, y.device)
+    return torch.floor(y.double() + u).clamp_(lo, hi).to(x.dtype)
 
 
 def dequantize(v: Tensor, s: int, bits: int = 8, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -105,29 +163,57 @@ def shift_floor(v: Tensor, k: int) -> Tensor:
         # clamp first so the shift cannot overflow int64; results beyond int32 saturate anyway
         lim = 2 ** max(0, 62 - k)
         return v.clamp(-lim, lim) << k
-    return v >> (-k)  # arithmetic shift on signed integers = floor division by 2^-k
+    return v >> min(-k, 63)  # arithmetic shift on signed integers = floor division by 2^-k
 
 
-def shift_round(v: Tensor, k: int, rounding: Rounding = "floor") -> Tensor:
-    """``floor(v 2^k)`` or, for ``nearest``, ``floor(v 2^k + 1/2)`` = ``(v + 2^(-k-1)) >> -k``."""
-    if rounding == "nearest" and k < 0:
-        half = 2 ** (-k - 1)
-        return shift_floor(v + half, k)
-    return shift_floor(v, k)
+def shift_round(
+    v: Tensor, k: int, rounding: Rounding = "nearest", generator: torch.Generator | None = None
+) -> Tensor:
+    """``R(v 2^k)`` for integer-valued ``v``: a left shift for ``k >= 0`` (exact, no rounding);
+    for ``k < 0`` the right shift by ``m = -k`` bits rounded by ``rounding``:
+
+    * ``floor``: ``v >> m``;
+    * ``nearest``: ``floor(v 2^-m + 1/2)`` = ``(v + 2^(m-1)) >> m`` (int64) or
+      :func:`floor_half_up_` (float tensors holding integers);
+    * ``stochastic``: ``floor(v 2^-m + u)`` = ``(v + r) >> m`` with ``r`` uniform on
+      ``{0, ..., 2^m - 1}`` (int64, from ``generator``): exactly ``floor(x + u)`` for
+      ``u ~ U[0, 1)``, since ``x = v 2^-m`` has ``m`` fractional bits; rounds up with probability
+      equal to the fraction, so it is unbiased. Float inputs are converted to int64 and back.
+      Shifts beyond 62 bits draw 62 random bits after a floor shift of the excess.
+    """
+    check_rounding(rounding)
+    if k >= 0 or rounding == "floor":
+        return shift_floor(v, k)
+    m = -k
+    if rounding == "nearest":
+        if v.dtype.is_floating_point:
+            return floor_half_up_(v * pow2(k))
+        return (v + 2 ** (m - 1)) >> m if m < 63 else v >> 63
+    # stochastic
+    if v.dtype.is_floating_point:
+        return shift_round(v.long(), k, "stochastic", generator).to(v.dtype)
+    if m > _MAX_RANDOM_BITS:
+        v, m = v >> (m - _MAX_RANDOM_BITS), _MAX_RANDOM_BITS
+    return (v + _random_bits(v.shape, m, generator, v.device)) >> m
 
 
 def requantize(
-    acc: Tensor, exp: int, s: int | None, bits: int = 8, rounding: Rounding = "floor"
+    acc: Tensor, exp: int, s: int | None, bits: int = 8, rounding: Rounding = "nearest",
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, int]:
     """Integer accumulator with real value ``acc * 2^exp`` -> ``(v, s)`` with ``b`` bits (Eq. 10).
 
     ``s=None`` picks the dynamic scale (Eq. 11) from ``max|acc|`` with integer arithmetic only.
+    ``rounding`` as in :func:`shift_round` (default ``nearest``).
     """
     if s is None:
         m = abs_max(acc)
         s = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
     lo, hi = int_bounds(bits)
-    return shift_round(acc, exp + (bits - 1) - s, rounding).clamp_(lo, hi), s  # fresh tensor: in place
+    out = shift_round(acc, exp + (bits - 1) - s, rounding, generator)
+    if out is acc:  # (a zero shift of a float tensor returns the input itself)
+        out = out.clone()
+    return out.clamp_(lo, hi), s
 
 
 @dataclass
@@ -139,10 +225,10 @@ class QTensor:
     bits: int = 8
 
     @classmethod
-    def from_float(cls, x: Tensor, s: int | None = None, bits: int = 8) -> QTensor:
+    def from_float(cls, x: Tensor, s: int | None = None, bits: int = 8, rounding: Rounding = "nearest") -> QTensor:
         """Quantize with the given (static) scale or the dynamic one (Eq. 11)."""
         s = dynamic_scale(x) if s is None else s
-        return cls(quantize(x, s, bits), s, bits)
+        return cls(quantize(x, s, bits, rounding), s, bits)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         return dequantize(self.v, self.s, self.bits, dtype)

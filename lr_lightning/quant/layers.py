@@ -7,7 +7,7 @@ Each integer layer:
 
 * forward: ``v_x = Q(x, s_x)`` (Eq. 10/11), ``v_w`` = 8-bit copy of the 32-bit stored weight
   (Eq. 14), ``acc = conv(v_x, v_w)`` (exact int32), optional int32 bias, then ``(v_y, s_y)`` =
-  requantization of ``acc`` to int8 (floor, saturate);
+  requantization of ``acc`` to int8 (round half up by default, saturate);
 * backward: ``v_g = Q(g, s_g)``; activation gradient ``conv^T(v_g, v_w)`` (int32) requantized to
   int8; weight gradient ``conv_w(v_x, v_g)`` kept as a saturated **32-bit** accumulator
   (:attr:`IntegerLayer.wgrad`) for the Eq. 15 update done by
@@ -15,9 +15,12 @@ Each integer layer:
   gradient, so a float optimiser never touches these weights).
 
 Arithmetic: int8 x int8 sums over ``K <= 1024`` terms stay below 2^24 and are computed with
-float32 convolutions (exact: every partial sum is an integer below 2^24); longer reductions (the
-weight gradient sums over batch x pixels) use float64 (exact below 2^53) and are then saturated
-to int32. Gradient pruning (Eq. 6) is built in: ``grad_keep`` (kept output channels) slices the
+float32 convolutions (exact: every partial sum is an integer below 2^24). The weight gradient
+sums over batch x pixels; :func:`conv2d_weight_exact` computes it exactly in float32 by splitting
+the int8 gradient ``g = 16 g_h + g_l`` and chunking the images (or rows) so that every partial
+sum stays below 2^24, then accumulates the chunks in float64 and saturates to int32 (the
+``float64`` method, one float64 convolution, is the reference it is tested against bit for bit).
+Gradient pruning (Eq. 6) is built in: ``grad_keep`` (kept output channels) slices the
 weight-gradient computation; with ``propagate="pruned"`` the activation gradient is also computed
 from the kept channels only, restricted to ``grad_in_keep`` (the kept channels of the previous
 layer), which is the cost model of Eq. 9.
@@ -32,11 +35,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lr_lightning.quant.core import (
+    ACT_ROUNDINGS,
     FP32_EXACT_TERMS,
+    ROUNDINGS,
     ZERO_SCALE,
+    ActRounding,
     Rounding,
     abs_max,
     ceil_log2,
+    check_rounding,
     dequantize,
     dynamic_scale,
     quantize,
@@ -47,15 +54,31 @@ from lr_lightning.quant.core import (
 )
 
 ScaleMode = Literal["dynamic", "static"]
+WgradMethod = Literal["auto", "split", "float64"]
 
 
 class ScaleBook:
-    """Where each quantization point gets its scale: Eq. 11 per tensor ("dynamic"), or a fixed
-    scale ("static") = the maximum of Eq. 11 over calibration batches (``calibrating=True``)."""
+    """Where each quantization point gets its scale, and how it rounds.
 
-    def __init__(self, mode: ScaleMode = "dynamic", rounding: Rounding = "floor") -> None:
+    Args:
+        mode: ``dynamic`` (Eq. 11 per tensor) or ``static`` (a fixed scale per quantization point
+            = the maximum of Eq. 11 over a calibration set, recorded while ``calibrating=True``;
+            see :func:`lr_lightning.quant.calibrate_static_scales`).
+        rounding: rounding of activations and activation gradients (and of the 8-bit weight copy):
+            ``nearest`` (default, ``floor(x + 1/2)``) or ``floor`` (Eq. 10 literally, the ablation).
+        weight_grad_rounding: rounding where weight gradients meet the weights (Eq. 12, 13, 15):
+            ``nearest`` (default), ``floor`` or ``stochastic`` (``floor(x + u)``, ``u ~ U[0,1)``).
+        generator: random source of stochastic rounding (``None``: the global torch RNG).
+    """
+
+    def __init__(
+        self, mode: ScaleMode = "dynamic", rounding: ActRounding = "nearest", *,
+        weight_grad_rounding: Rounding = "nearest", generator: torch.Generator | None = None,
+    ) -> None:
         self.mode = mode
-        self.rounding: Rounding = rounding
+        self.rounding: ActRounding = check_rounding(rounding, ACT_ROUNDINGS, "rounding")  # type: ignore[assignment]
+        self.weight_grad_rounding: Rounding = check_rounding(weight_grad_rounding, ROUNDINGS, "weight_grad_rounding")  # type: ignore[assignment]
+        self.generator = generator
         self.calibrating = False
         self.scales: dict[str, int] = {}
 
@@ -64,7 +87,7 @@ class ScaleBook:
             if self.calibrating:
                 self.scales[key] = max(self.scales.get(key, dynamic), dynamic)
             return dynamic
-        # a point not calibrated yet (e.g. Lightning's sanity validation before training) stays dynamic
+        # a point not calibrated (e.g. the input gradient of a first layer, never computed) stays dynamic
         return self.scales.get(key, dynamic)
 
 
@@ -75,8 +98,99 @@ def _acc_scale(acc: Tensor, exp: int, book: ScaleBook, key: str) -> int:
     return book.pick(key, dyn)
 
 
+def fp32_convolutions_are_ieee() -> bool:
+    """Whether float32 convolutions run in IEEE float32 (not reduced to TF32/bf16 by
+    ``torch.backends.mkldnn.conv.fp32_precision`` or the float32 matmul precision); the exact
+    float32 paths need it and fall back to float64 otherwise."""
+    conv = getattr(getattr(torch.backends, "mkldnn", None), "conv", None)
+    prec = getattr(conv, "fp32_precision", "none")
+    return prec in ("none", "ieee") and torch.get_float32_matmul_precision() == "highest"
+
+
 def _exact_dtype(terms: int) -> torch.dtype:
-    return torch.float32 if terms <= FP32_EXACT_TERMS else torch.float64
+    return torch.float32 if terms <= FP32_EXACT_TERMS and fp32_convolutions_are_ieee() else torch.float64
+
+
+# -- exact weight gradient --------------------------------------------------------------------
+#: float32 holds every integer of magnitude <= 2^24 exactly
+FP32_EXACT_INT = 2**24
+#: the int8 gradient is split as g = SPLIT_BASE * g_h + g_l, g_h = floor(g / 16), g_l in [0, 16)
+SPLIT_BASE = 16
+#: bound on one product of the split: |x| <= 128 times max(|g_h| <= 8, |g_l| <= 15)
+SPLIT_TERM_BOUND = 128 * 15
+#: the most products one float32 weight-gradient sum may have (2^24 / 1920 = 8738)
+SPLIT_MAX_TERMS = FP32_EXACT_INT // SPLIT_TERM_BOUND
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def split_plan(n: int, h_out: int, w_out: int, max_terms: int = SPLIT_MAX_TERMS) -> tuple[int, int] | None:
+    """``(images per chunk, output rows per band)`` such that one weight-gradient sum has at most
+    ``max_terms`` products (``images * rows * w_out``); whole images when one fits, else bands of
+    rows of one image; ``None`` if a single output row already exceeds the bound."""
+    per_image = h_out * w_out
+    if per_image <= max_terms:
+        return max(1, min(n, max_terms // per_image)), h_out
+    if w_out <= max_terms:
+        return 1, max_terms // w_out
+    return None
+
+
+def conv2d_weight_exact(
+    vx: Tensor, wshape: tuple[int, ...], vg: Tensor, *, stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+    method: WgradMethod = "auto", max_terms: int = SPLIT_MAX_TERMS,
+) -> Tensor:
+    """Exact integer weight gradient ``sum_{n,p} x[n, c, p + offset] g[n, o, p]`` of a conv with
+    int8 inputs ``vx`` and int8 output gradients ``vg`` (values in float or int8 tensors); returns
+    the exact sums in a float64 tensor (not saturated; the caller saturates to int32).
+
+    ``method="float64"``: one float64 ``conv2d_weight`` (exact below 2^53; PyTorch's slow im2col
+    path on CPU). ``"split"`` / ``"auto"`` (default): the float32 split path. The gradient is split
+    ``g = 16 g_h + g_l`` with ``g_h = floor(g / 16)`` in ``[-8, 7]`` and ``g_l`` in ``[0, 15]``; one
+    float32 ``conv2d_weight`` with ``2 c~_out`` outputs (``g_h`` and ``g_l`` stacked along channels)
+    runs per chunk of images, the chunk chosen by :func:`split_plan` so that every partial sum of
+    ``x g_h`` or ``x g_l`` is an integer below ``128 * 15 * terms <= 2^24`` (exact in float32 in any
+    summation order); the chunks are accumulated in float64 (exact) and combined as
+    ``16 acc_h + acc_l``. When one image exceeds the bound, images are split into bands of output
+    rows (the zero-padded input rows each band needs, exact); when even one row exceeds it, or for
+    ``groups != 1`` or string padding with bands, it falls back to float64.
+    """
+    if method not in ("auto", "split", "float64"):
+        raise ValueError(f"method must be 'auto', 'split' or 'float64', got {method!r}")
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    n, _, h_out, w_out = vg.shape
+    plan = split_plan(n, h_out, w_out, max_terms)
+    needs_bands = plan is not None and plan[1] < h_out
+    fallback = plan is None or groups != 1 or (needs_bands and isinstance(padding, str)) or not fp32_convolutions_are_ieee()
+    if method == "float64" or fallback:
+        return torch.nn.grad.conv2d_weight(vx.double(), wshape, vg.double(), **kw)
+    imgs, rows = plan
+    cout = wshape[0]
+    x = vx.float()
+    g = vg.float()
+    gg = torch.empty((n, 2 * cout, h_out, w_out), dtype=torch.float32, device=g.device)
+    gh, gl = gg[:, :cout], gg[:, cout:]
+    torch.mul(g, 1.0 / SPLIT_BASE, out=gh).floor_()  # exact: division by a power of two, then floor
+    torch.add(g, gh, alpha=-SPLIT_BASE, out=gl)  # g - 16 g_h in [0, 15], exact small integers
+    shape2 = (2 * cout, *wshape[1:])
+    acc = torch.zeros(shape2, dtype=torch.float64, device=g.device)
+    if not needs_bands:
+        for i in range(0, n, imgs):
+            acc += torch.nn.grad.conv2d_weight(x[i:i + imgs], shape2, gg[i:i + imgs], **kw).double()
+    else:
+        (sh, _), (ph, pw), (dh, _) = _pair(stride), _pair(padding), _pair(dilation)  # type: ignore[arg-type]
+        kh = wshape[2]
+        xp = F.pad(x, (0, 0, ph, ph))  # zero rows: the band slices below then need no row padding
+        band_kw = {"stride": stride, "padding": (0, pw), "dilation": dilation, "groups": 1}
+        for i in range(n):
+            for r0 in range(0, h_out, rows):
+                r1 = min(h_out, r0 + rows)
+                x_band = xp[i:i + 1, :, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1]
+                acc += torch.nn.grad.conv2d_weight(x_band, shape2, gg[i:i + 1, :, r0:r1], **band_kw).double()
+    return acc[:cout].mul_(SPLIT_BASE).add_(acc[cout:])
 
 
 class IntegerLayer(nn.Module):
@@ -87,25 +201,28 @@ class IntegerLayer(nn.Module):
     weight_v: Tensor
     bias_v: Tensor | None
 
-    def _init_storage(self, weight: nn.Parameter, bias: nn.Parameter | None, weight_bits: int, headroom: int) -> None:
+    def _init_storage(
+        self, weight: nn.Parameter, bias: nn.Parameter | None, weight_bits: int, headroom: int,
+        rounding: ActRounding = "nearest", weight_grad_rounding: Rounding = "nearest",
+    ) -> None:
         if weight_bits not in (8, 32):
             raise ValueError(f"weight_bits must be 8 or 32, got {weight_bits}")
         self.weight_bits = weight_bits
         self.headroom = headroom
         self.weight = weight  # the same Parameter object (optimisers and checkpoints keep working)
         self.bias = bias
+        self.book = ScaleBook(rounding=rounding, weight_grad_rounding=weight_grad_rounding)
         store = torch.int32 if weight_bits == 32 else torch.int8
         s_w = dynamic_scale(weight.data) + headroom
         # scales are buffers too, so a checkpoint restores values and scales together
         self.register_buffer("weight_s", torch.tensor(s_w, dtype=torch.int64))
-        self.register_buffer("weight_v", quantize(weight.data.double(), s_w, weight_bits).to(store))
+        self.register_buffer("weight_v", quantize(weight.data.double(), s_w, weight_bits, rounding).to(store))
         if bias is not None:
             s_b = dynamic_scale(bias.data) + headroom
             self.register_buffer("bias_s", torch.tensor(s_b, dtype=torch.int64))
-            self.register_buffer("bias_v", quantize(bias.data.double(), s_b, weight_bits).to(store))
+            self.register_buffer("bias_v", quantize(bias.data.double(), s_b, weight_bits, rounding).to(store))
         else:
             self.bias_v = None
-        self.book = ScaleBook()
         self.name = type(self).__name__
         self.grad_keep: Tensor | None = None  # kept output channels (Eq. 6 mask as indices)
         self.grad_in_keep: Tensor | None = None  # kept channels of the previous layer ("pruned")
@@ -116,7 +233,7 @@ class IntegerLayer(nn.Module):
         self.bgrad: Tensor | None = None
         self.bgrad_exp = 0
         self.wgrad_keep: Tensor | None = None
-        self._w8: tuple[Tensor, int] | None = None
+        self._w8: tuple[Tensor, int, str] | None = None
         self.sync_float_weight()
 
     # -- weights ------------------------------------------------------------------------------
@@ -144,20 +261,22 @@ class IntegerLayer(nn.Module):
 
     def weight_int8(self) -> tuple[Tensor, int]:
         """The 8-bit copy of the stored weight used by forward/backward (Eq. 14 -> Eq. 10 with the
-        weight's own dynamic scale); float32 tensor of int8 values and its scale."""
-        if self._w8 is None:
+        weight's own dynamic scale, rounded with ``book.rounding``); float32 tensor of int8 values
+        and its scale."""
+        rnd = self.book.rounding
+        if self._w8 is None or self._w8[2] != rnd:
             if self.weight_bits == 8:
-                self._w8 = (self.weight_v.float(), self.weight_scale)
+                self._w8 = (self.weight_v.float(), self.weight_scale, rnd)
             else:
-                v8, s8 = requantize(self.weight_v.long(), self.weight_scale - 31, None, 8, self.book.rounding)
-                self._w8 = (v8.float(), s8)
-        return self._w8
+                v8, s8 = requantize(self.weight_v.long(), self.weight_scale - 31, None, 8, rnd)
+                self._w8 = (v8.float(), s8, rnd)
+        return self._w8[0], self._w8[1]
 
     def bias_acc(self, exp: int) -> Tensor | None:
-        """The stored bias in accumulator units ``2^exp`` (int32, floor, saturated), float64."""
+        """The stored bias in accumulator units ``2^exp`` (int32, ``book.rounding``, saturated), float64."""
         if self.bias_v is None:
             return None
-        b = shift_floor(self.bias_v.long(), self.bias_scale - (self.weight_bits - 1) - exp)
+        b = shift_round(self.bias_v.long(), self.bias_scale - (self.weight_bits - 1) - exp, self.book.rounding)
         return saturate(b, 32).double()
 
     def sync_float_weight(self) -> None:
@@ -258,7 +377,7 @@ class _IntLayerFn(torch.autograd.Function):
                     gx = full
             if keep is None or len(keep) > 0:
                 cout = vw.shape[0] if keep is None else len(keep)
-                acc_w = mod._bwd_weight(vx8.double(), (cout, *vw.shape[1:]), vg_k.double())
+                acc_w = mod._bwd_weight(vx8, (cout, *vw.shape[1:]), vg_k)
                 mod.wgrad = saturate(acc_w, 32)
                 mod.wgrad_exp = ctx.sx + sg - 14
                 mod.wgrad_keep = keep
@@ -270,16 +389,32 @@ class _IntLayerFn(torch.autograd.Function):
 
 
 class IntConv2d(IntegerLayer):
-    """Integer-arithmetic ``Conv2d`` (any stride / padding / dilation / groups, optional bias)."""
+    """Integer-arithmetic ``Conv2d`` (any stride / padding / dilation / groups, optional bias).
 
-    def __init__(self, conv: nn.Conv2d, weight_bits: int = 32, headroom: int = 1) -> None:
+    Args:
+        conv: the float layer (its Parameters are kept; values are converted by Eq. 14).
+        weight_bits: 32 (Eq. 14/15, "8-bit (Ours)") or 8 (the "standard 8-bit" net, Eq. 12/13).
+        headroom: extra bits of the stored weight scale.
+        rounding: activation / activation-gradient rounding (``nearest`` or ``floor``).
+        weight_grad_rounding: rounding of the weight-gradient scaling (``nearest``, ``floor``,
+            ``stochastic``), see :func:`eq15_update`.
+        wgrad_method: ``auto`` (the exact float32 split path of :func:`conv2d_weight_exact`) or
+            ``float64`` (the reference).
+    """
+
+    def __init__(
+        self, conv: nn.Conv2d, weight_bits: int = 32, headroom: int = 1, *,
+        rounding: ActRounding = "nearest", weight_grad_rounding: Rounding = "nearest",
+        wgrad_method: WgradMethod = "auto",
+    ) -> None:
         super().__init__()
         if conv.padding_mode != "zeros":
             raise ValueError(f"IntConv2d supports zero padding only, got padding_mode={conv.padding_mode!r}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.dilation, self.groups = conv.kernel_size, conv.stride, conv.dilation, conv.groups
         self.padding = conv.padding
-        self._init_storage(conv.weight, conv.bias, weight_bits, headroom)
+        self.wgrad_method: WgradMethod = wgrad_method
+        self._init_storage(conv.weight, conv.bias, weight_bits, headroom, rounding, weight_grad_rounding)
 
     def _kw(self) -> dict:
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
@@ -295,7 +430,7 @@ class IntConv2d(IntegerLayer):
         return torch.nn.grad.conv2d_input(shape, vw.to(dt), vg.to(dt), **self._kw())
 
     def _bwd_weight(self, vx: Tensor, wshape: tuple[int, ...], vg: Tensor) -> Tensor:
-        return torch.nn.grad.conv2d_weight(vx, wshape, vg, **self._kw())
+        return conv2d_weight_exact(vx, wshape, vg, method=self.wgrad_method, **self._kw())
 
     def extra_repr(self) -> str:
         return (
@@ -306,12 +441,15 @@ class IntConv2d(IntegerLayer):
 
 
 class IntLinear(IntegerLayer):
-    """Integer-arithmetic ``Linear`` (optional bias)."""
+    """Integer-arithmetic ``Linear`` (optional bias); arguments as :class:`IntConv2d`."""
 
-    def __init__(self, linear: nn.Linear, weight_bits: int = 32, headroom: int = 1) -> None:
+    def __init__(
+        self, linear: nn.Linear, weight_bits: int = 32, headroom: int = 1, *,
+        rounding: ActRounding = "nearest", weight_grad_rounding: Rounding = "nearest",
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._init_storage(linear.weight, linear.bias, weight_bits, headroom)
+        self._init_storage(linear.weight, linear.bias, weight_bits, headroom, rounding, weight_grad_rounding)
 
     def _fwd(self, vx: Tensor, vw: Tensor) -> Tensor:
         dt = _exact_dtype(vw.shape[1])
@@ -322,6 +460,8 @@ class IntLinear(IntegerLayer):
         return (vg.to(dt) @ vw.to(dt)).reshape(shape)
 
     def _bwd_weight(self, vx: Tensor, wshape: tuple[int, ...], vg: Tensor) -> Tensor:
+        # float64 GEMM (exact below 2^53): the reduction is over batch rows only, cheap for Linear
+        vx, vg = vx.double(), vg.double()
         return vg.reshape(-1, vg.shape[-1]).T @ vx.reshape(-1, vx.shape[-1])
 
     def extra_repr(self) -> str:
@@ -331,18 +471,37 @@ class IntLinear(IntegerLayer):
         )
 
 
+AddBits = Literal[8, 16, 32]
+
+
 class IntAdd(nn.Module):
     """Integer residual add ``a + b``: both operands as int8 (Eq. 10/11), aligned to the finer scale
-    in a wide accumulator (exact), requantized to int8. The gradient of a sum is passed unchanged
-    to both operands (their consumers quantize it)."""
+    in a wide accumulator (exact), then requantized to ``output_bits``. The gradient of a sum is
+    passed unchanged to both operands (their consumers quantize it).
 
-    def __init__(self) -> None:
+    Args:
+        output_bits: precision of the sum: ``8`` (default; the paper's all-int8 reading: every
+            tensor between operations is int8), ``16`` (requantized to int16, Eq. 10 with
+            ``b = 16``) or ``32`` (the exact int32 accumulator, no requantisation; carried in a
+            float32 tensor, exact while the operands' scales differ by at most 16 bits, i.e.
+            ``|acc| < 2^24``). For ZSSR8 this is the network output (bicubic input + residual),
+            where int8 costs PSNR (``docs/integer_training.md``).
+        rounding: ``nearest`` (default) or ``floor`` (Eq. 10).
+    """
+
+    def __init__(self, output_bits: AddBits = 8, rounding: ActRounding = "nearest") -> None:
         super().__init__()
-        self.book = ScaleBook()
+        if output_bits not in (8, 16, 32):
+            raise ValueError(f"output_bits must be 8, 16 or 32, got {output_bits}")
+        self.output_bits = output_bits
+        self.book = ScaleBook(rounding=rounding)
         self.name = "IntAdd"
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return _IntAddFn.apply(a, b, self)
+
+    def extra_repr(self) -> str:
+        return f"output_bits={self.output_bits}"
 
 
 class _IntAddFn(torch.autograd.Function):
@@ -355,43 +514,57 @@ class _IntAddFn(torch.autograd.Function):
             rnd = mod.book.rounding
             va, vb = quantize(a, sa, 8, rnd).double(), quantize(b, sb, 8, rnd).double()
             lo = min(sa, sb)
-            acc = saturate(shift_floor(va, sa - lo) + shift_floor(vb, sb - lo), 32)
+            acc = saturate(shift_floor(va, sa - lo) + shift_floor(vb, sb - lo), 32)  # left shifts: exact
             exp = lo - 7
+            if mod.output_bits == 32:
+                return (acc * 2.0**exp).float()
             s = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
-            v, s = requantize(acc, exp, s, 8, rnd)
-            return dequantize(v, s)
+            v, s = requantize(acc, exp, s, mod.output_bits, rnd)
+            return dequantize(v, s, mod.output_bits)
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, None]:
         return g, g, None
 
 
-def eq15_update(layer: IntegerLayer, lr: float, frac_bits: int = 24) -> None:
+def eq15_update(
+    layer: IntegerLayer, lr: float, frac_bits: int = 24, *, rounding: Rounding | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
     """Integer SGD step on ``layer``'s stored weights from its last 32-bit weight gradient.
 
     32-bit storage (Eq. 15): ``v^_scaled = Q32(DQ32(v^_g, s_g), s_θ)``;
     ``v^_θ <- Q32(v^_θ - γ m v^_scaled, s_θ)``. 8-bit storage (Eq. 12/13, the "standard 8-bit"
     network): the gradient is first requantized to int8 with its dynamic scale, then scaled to
-    ``s_θ`` and applied to the int8 weights. ``m`` is the gradient mask: only the kept rows
-    (``wgrad_keep``) are touched. The learning rate is a fixed-point integer ``round(γ 2^frac_bits)``
-    so the whole update is integer arithmetic (int64): ``floor((v 2^f - γ_q v_scaled) / 2^f)``.
+    ``s_θ`` (Eq. 12) and applied to the int8 weights (Eq. 13). ``m`` is the gradient mask: only the
+    kept rows (``wgrad_keep``) are touched. The learning rate is a fixed-point integer
+    ``round(γ 2^frac_bits)`` so the whole update is integer arithmetic (int64):
+    ``R((v 2^f - γ_q v_scaled) / 2^f)``.
+
+    Every rounding here (the scaling ``v^_scaled`` of Eq. 15 / 12, the int8 requantisation of the
+    gradient in the 8-bit path, and the ``Q`` of the update itself) uses ``rounding``, by default
+    the layer's ``book.weight_grad_rounding`` (``nearest``; ``floor`` = Eq. 10 literally;
+    ``stochastic`` = ``floor(x + u)`` with ``u`` from ``generator``, else ``book.generator``, else
+    the global torch RNG, so a fixed seed gives a reproducible update).
     """
     gamma_q = round(lr * 2**frac_bits)
     if gamma_q <= 0:
         raise ValueError(f"learning rate {lr} is zero in {frac_bits}-bit fixed point; raise lr or frac_bits")
 
-    rnd = layer.book.rounding
+    rnd: Rounding = check_rounding(rounding if rounding is not None else layer.book.weight_grad_rounding)  # type: ignore[assignment]
+    gen = generator if generator is not None else layer.book.generator
 
     def apply(v_store: Tensor, s_theta: int, acc: Tensor, exp: int, keep: Tensor | None) -> None:
         bits = layer.weight_bits
         acc = acc.round().long()  # exact: acc holds integers below 2^31
         if bits == 32:
-            v_scaled = saturate(shift_round(acc, exp + 31 - s_theta, rnd), 32)
+            v_scaled = saturate(shift_round(acc, exp + 31 - s_theta, rnd, gen), 32)
         else:
-            v_g, s_g = requantize(acc, exp, None, 8, rnd)
-            v_scaled = saturate(shift_round(v_g, s_g - s_theta, rnd), 8)
+            v_g, s_g = requantize(acc, exp, None, 8, rnd, gen)
+            v_scaled = saturate(shift_round(v_g, s_g - s_theta, rnd, gen), 8)
         rows = v_store.long() if keep is None else v_store.long().index_select(0, keep)
-        new = saturate(shift_round((rows << frac_bits) - gamma_q * v_scaled, -frac_bits, rnd), bits).to(v_store.dtype)
+        new = saturate(shift_round((rows << frac_bits) - gamma_q * v_scaled, -frac_bits, rnd, gen), bits)
+        new = new.to(v_store.dtype)
         if keep is None:
             v_store.copy_(new)
         else:
