@@ -167,13 +167,15 @@ def shift_floor(v: Tensor, k: int) -> Tensor:
 
 
 def shift_round(
-    v: Tensor, k: int, rounding: Rounding = "nearest", generator: torch.Generator | None = None
+    v: Tensor, k: int, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
+    abs_max_v: float | None = None,
 ) -> Tensor:
     """``R(v 2^k)`` for integer-valued ``v``: a left shift for ``k >= 0`` (exact, no rounding);
     for ``k < 0`` the right shift by ``m = -k`` bits rounded by ``rounding``:
 
     * ``floor``: ``v >> m``;
-    * ``nearest``: ``floor(v 2^-m + 1/2)`` = ``(v + 2^(m-1)) >> m`` (int64) or
+    * ``nearest``: ``floor(v 2^-m + 1/2)`` = ``(v + 2^(m-1)) >> m`` (int64; float tensors when
+      ``abs_max_v``, a bound on ``|v|``, shows ``|v| + 2^(m-1)`` is exact in their dtype), else
       :func:`floor_half_up_` (float tensors holding integers);
     * ``stochastic``: ``floor(v 2^-m + u)`` = ``(v + r) >> m`` with ``r`` uniform on
       ``{0, ..., 2^m - 1}`` (int64, from ``generator``): exactly ``floor(x + u)`` for
@@ -187,6 +189,9 @@ def shift_round(
     m = -k
     if rounding == "nearest":
         if v.dtype.is_floating_point:
+            exact_below = 2.0 / torch.finfo(v.dtype).eps  # 2^24 (float32), 2^53 (float64): every integer exact
+            if abs_max_v is not None and abs_max_v + pow2(m - 1) <= exact_below:
+                return (v + pow2(m - 1)).mul_(pow2(k)).floor_()  # integers + 2^(m-1): exact sum
             return floor_half_up_(v * pow2(k))
         return (v + 2 ** (m - 1)) >> m if m < 63 else v >> 63
     # stochastic
@@ -199,18 +204,21 @@ def shift_round(
 
 def requantize(
     acc: Tensor, exp: int, s: int | None, bits: int = 8, rounding: Rounding = "nearest",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, *, acc_abs_max: float | None = None,
 ) -> tuple[Tensor, int]:
     """Integer accumulator with real value ``acc * 2^exp`` -> ``(v, s)`` with ``b`` bits (Eq. 10).
 
     ``s=None`` picks the dynamic scale (Eq. 11) from ``max|acc|`` with integer arithmetic only.
-    ``rounding`` as in :func:`shift_round` (default ``nearest``).
+    ``rounding`` as in :func:`shift_round` (default ``nearest``). ``acc_abs_max``: ``max|acc|`` if
+    the caller knows it (saves a pass; it lets round-half-up add the half step in place).
     """
+    if s is None or (acc_abs_max is None and acc.dtype.is_floating_point and rounding == "nearest"):
+        acc_abs_max = abs_max(acc) if acc_abs_max is None else acc_abs_max
     if s is None:
-        m = abs_max(acc)
+        m = acc_abs_max
         s = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
     lo, hi = int_bounds(bits)
-    out = shift_round(acc, exp + (bits - 1) - s, rounding, generator)
+    out = shift_round(acc, exp + (bits - 1) - s, rounding, generator, acc_abs_max)
     if out is acc:  # (a zero shift of a float tensor returns the input itself)
         out = out.clone()
     return out.clamp_(lo, hi), s

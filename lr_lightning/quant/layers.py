@@ -91,11 +91,11 @@ class ScaleBook:
         return self.scales.get(key, dynamic)
 
 
-def _acc_scale(acc: Tensor, exp: int, book: ScaleBook, key: str) -> int:
-    """Scale for requantizing ``acc * 2^exp``: dynamic (Eq. 11 on the real values) or static."""
+def _acc_scale(acc: Tensor, exp: int, book: ScaleBook, key: str) -> tuple[int, float]:
+    """Scale for requantizing ``acc * 2^exp``: dynamic (Eq. 11 on the real values) or static; and ``max|acc|``."""
     m = abs_max(acc)
     dyn = ceil_log2(m) + exp if m > 0 else ZERO_SCALE
-    return book.pick(key, dyn)
+    return book.pick(key, dyn), m
 
 
 def fp32_convolutions_are_ieee() -> bool:
@@ -138,6 +138,71 @@ def split_plan(n: int, h_out: int, w_out: int, max_terms: int = SPLIT_MAX_TERMS)
     return None
 
 
+def plain_chunks(vx: Tensor, vg: Tensor, limit: int = FP32_EXACT_INT) -> tuple[list[tuple[int, int]], list[int]]:
+    """Data-dependent chunking of the images for an unsplit float32 weight gradient.
+
+    Every partial sum of a weight-gradient entry over the images ``a..b-1`` is bounded by
+    ``max_{n in a..b-1} max|x_n| * max_o sum_{n, p} |g_{n,o,p}|`` (each product ``|x g|`` is at most
+    ``max|x| |g|``). Consecutive images are grouped greedily while that bound stays ``<= limit``
+    (with a relative margin of 2^-10 for the float32 rounding of the ``|g|`` sums). Returns the
+    ``(start, stop)`` chunks and the images whose bound exceeds the limit on their own (these go
+    through the split path)."""
+    n = vx.shape[0]
+    lo, hi = torch.aminmax(vx.reshape(n, -1).float(), dim=1)
+    x_max = torch.maximum(-lo, hi).double().tolist()
+    g_sum = torch.linalg.vector_norm(vg.float(), 1, dim=(2, 3)).double()  # (n, c_out) sums of |g|
+    lim = limit * (1 - 2.0**-10)
+    chunks: list[tuple[int, int]] = []
+    alone: list[int] = []
+    start, col, xm = 0, None, 0.0
+    for i in range(n):
+        if x_max[i] * float(g_sum[i].max()) > lim:
+            if col is not None:
+                chunks.append((start, i))
+            alone.append(i)
+            start, col, xm = i + 1, None, 0.0
+            continue
+        new_col = g_sum[i] if col is None else col + g_sum[i]
+        new_xm = max(xm, x_max[i])
+        if new_xm * float(new_col.max()) <= lim:
+            col, xm = new_col, new_xm
+        else:
+            chunks.append((start, i))
+            start, col, xm = i, g_sum[i], x_max[i]
+    if col is not None:
+        chunks.append((start, n))
+    return chunks, alone
+
+
+def _split_accumulate(
+    x: Tensor, g: Tensor, wshape: tuple[int, ...], kw: dict, plan: tuple[int, int]
+) -> Tensor:
+    """The split path on images ``x``/``g`` (float32 int8 values) with ``split_plan`` ``plan``:
+    float64 ``16 acc_h + acc_l``."""
+    n, cout, h_out, w_out = g.shape
+    imgs, rows = plan
+    gg = torch.empty((n, 2 * cout, h_out, w_out), dtype=torch.float32, device=g.device)
+    gh, gl = gg[:, :cout], gg[:, cout:]
+    torch.mul(g, 1.0 / SPLIT_BASE, out=gh).floor_()  # exact: division by a power of two, then floor
+    torch.add(g, gh, alpha=-SPLIT_BASE, out=gl)  # g - 16 g_h in [0, 15], exact small integers
+    shape2 = (2 * cout, *wshape[1:])
+    acc = torch.zeros(shape2, dtype=torch.float64, device=g.device)
+    if rows >= h_out:
+        for i in range(0, n, imgs):
+            acc += torch.nn.grad.conv2d_weight(x[i:i + imgs], shape2, gg[i:i + imgs], **kw).double()
+    else:
+        (sh, _), (ph, pw), (dh, _) = _pair(kw["stride"]), _pair(kw["padding"]), _pair(kw["dilation"])
+        kh = wshape[2]
+        xp = F.pad(x, (0, 0, ph, ph))  # zero rows: the band slices below then need no row padding
+        band_kw = {"stride": kw["stride"], "padding": (0, pw), "dilation": kw["dilation"], "groups": 1}
+        for i in range(n):
+            for r0 in range(0, h_out, rows):
+                r1 = min(h_out, r0 + rows)
+                x_band = xp[i:i + 1, :, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1]
+                acc += torch.nn.grad.conv2d_weight(x_band, shape2, gg[i:i + 1, :, r0:r1], **band_kw).double()
+    return acc[:cout].mul_(SPLIT_BASE).add_(acc[cout:])
+
+
 def conv2d_weight_exact(
     vx: Tensor, wshape: tuple[int, ...], vg: Tensor, *, stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
@@ -145,18 +210,26 @@ def conv2d_weight_exact(
 ) -> Tensor:
     """Exact integer weight gradient ``sum_{n,p} x[n, c, p + offset] g[n, o, p]`` of a conv with
     int8 inputs ``vx`` and int8 output gradients ``vg`` (values in float or int8 tensors); returns
-    the exact sums in a float64 tensor (not saturated; the caller saturates to int32).
+    the exact sums in a float64 tensor (not saturated; the caller saturates to int32). float32
+    holds every integer up to 2^24 exactly, so a float32 convolution is exact, in any summation
+    order, when every partial sum is an integer of magnitude <= 2^24.
 
-    ``method="float64"``: one float64 ``conv2d_weight`` (exact below 2^53; PyTorch's slow im2col
-    path on CPU). ``"split"`` / ``"auto"`` (default): the float32 split path. The gradient is split
-    ``g = 16 g_h + g_l`` with ``g_h = floor(g / 16)`` in ``[-8, 7]`` and ``g_l`` in ``[0, 15]``; one
-    float32 ``conv2d_weight`` with ``2 c~_out`` outputs (``g_h`` and ``g_l`` stacked along channels)
-    runs per chunk of images, the chunk chosen by :func:`split_plan` so that every partial sum of
-    ``x g_h`` or ``x g_l`` is an integer below ``128 * 15 * terms <= 2^24`` (exact in float32 in any
-    summation order); the chunks are accumulated in float64 (exact) and combined as
-    ``16 acc_h + acc_l``. When one image exceeds the bound, images are split into bands of output
-    rows (the zero-padded input rows each band needs, exact); when even one row exceeds it, or for
-    ``groups != 1`` or string padding with bands, it falls back to float64.
+    * ``method="float64"``: one float64 ``conv2d_weight`` (exact below 2^53; PyTorch's slow im2col
+      path on CPU), the reference.
+    * ``"split"``: the gradient is split ``g = 16 g_h + g_l``, ``g_h = floor(g / 16)`` in
+      ``[-8, 7]``, ``g_l`` in ``[0, 15]``; one float32 ``conv2d_weight`` with ``2 c~_out`` outputs
+      (``g_h`` and ``g_l`` stacked along channels) runs per chunk of images, the chunk chosen by
+      :func:`split_plan` so that every partial sum of ``x g_h`` or ``x g_l`` is below
+      ``128 * 15 * terms <= 2^24`` whatever the data; the chunks are accumulated in float64
+      (exact) and combined as ``16 acc_h + acc_l``. When one image exceeds the bound it is split
+      into bands of output rows (with the zero-padded input rows each band needs, exact).
+    * ``"auto"`` (default): first a data-dependent bound (:func:`plain_chunks`: ``max|x| sum|g|``
+      per chunk of images): chunks within 2^24 run one *unsplit* float32 ``conv2d_weight`` each
+      (half the work of the split); images above it on their own take the split path. If that
+      needs more convolution calls than the split path alone, the split path is used.
+
+    Falls back to float64 when even one output row exceeds the split bound, for ``groups != 1``,
+    string padding that would need bands, or non-IEEE float32 convolutions.
     """
     if method not in ("auto", "split", "float64"):
         raise ValueError(f"method must be 'auto', 'split' or 'float64', got {method!r}")
@@ -167,30 +240,22 @@ def conv2d_weight_exact(
     fallback = plan is None or groups != 1 or (needs_bands and isinstance(padding, str)) or not fp32_convolutions_are_ieee()
     if method == "float64" or fallback:
         return torch.nn.grad.conv2d_weight(vx.double(), wshape, vg.double(), **kw)
-    imgs, rows = plan
-    cout = wshape[0]
-    x = vx.float()
-    g = vg.float()
-    gg = torch.empty((n, 2 * cout, h_out, w_out), dtype=torch.float32, device=g.device)
-    gh, gl = gg[:, :cout], gg[:, cout:]
-    torch.mul(g, 1.0 / SPLIT_BASE, out=gh).floor_()  # exact: division by a power of two, then floor
-    torch.add(g, gh, alpha=-SPLIT_BASE, out=gl)  # g - 16 g_h in [0, 15], exact small integers
-    shape2 = (2 * cout, *wshape[1:])
-    acc = torch.zeros(shape2, dtype=torch.float64, device=g.device)
-    if not needs_bands:
-        for i in range(0, n, imgs):
-            acc += torch.nn.grad.conv2d_weight(x[i:i + imgs], shape2, gg[i:i + imgs], **kw).double()
-    else:
-        (sh, _), (ph, pw), (dh, _) = _pair(stride), _pair(padding), _pair(dilation)  # type: ignore[arg-type]
-        kh = wshape[2]
-        xp = F.pad(x, (0, 0, ph, ph))  # zero rows: the band slices below then need no row padding
-        band_kw = {"stride": stride, "padding": (0, pw), "dilation": dilation, "groups": 1}
-        for i in range(n):
-            for r0 in range(0, h_out, rows):
-                r1 = min(h_out, r0 + rows)
-                x_band = xp[i:i + 1, :, r0 * sh:(r1 - 1) * sh + dh * (kh - 1) + 1]
-                acc += torch.nn.grad.conv2d_weight(x_band, shape2, gg[i:i + 1, :, r0:r1], **band_kw).double()
-    return acc[:cout].mul_(SPLIT_BASE).add_(acc[cout:])
+    assert plan is not None
+    x, g = vx.float(), vg.float()
+    if method == "split":
+        return _split_accumulate(x, g, wshape, kw, plan)
+    chunks, alone = plain_chunks(x, g, FP32_EXACT_INT)
+    split_calls = -(-n // plan[0]) * -(-h_out // plan[1])
+    alone_calls = len(alone) * -(-h_out // plan[1]) if plan[1] < h_out else -(-len(alone) // plan[0])
+    if not chunks or len(chunks) + alone_calls > split_calls:
+        return _split_accumulate(x, g, wshape, kw, plan)
+    acc = torch.zeros(wshape, dtype=torch.float64, device=g.device)
+    for a, b in chunks:
+        acc += torch.nn.grad.conv2d_weight(x[a:b], wshape, g[a:b], **kw).double()
+    if alone:
+        idx = torch.tensor(alone, device=g.device)
+        acc += _split_accumulate(x.index_select(0, idx), g.index_select(0, idx), wshape, kw, plan)
+    return acc
 
 
 class IntegerLayer(nn.Module):
@@ -333,8 +398,8 @@ class _IntLayerFn(torch.autograd.Function):
             elif acc.dtype != torch.float32:
                 acc = saturate(acc, 32)
             # (float32 path: |acc| <= K 2^14 <= 2^24 < 2^31, the int32 clamp would be a no-op)
-            sy = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
-            vy, sy = requantize(acc, exp, sy, 8, rnd)
+            sy, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
+            vy, sy = requantize(acc, exp, sy, 8, rnd, acc_abs_max=m)
             out = dequantize(vy, sy)
         ctx.save_for_backward(vx.to(torch.int8))
         ctx.mod, ctx.sx, ctx.w8 = mod, sx, (vw, sw)
@@ -368,8 +433,8 @@ class _IntLayerFn(torch.autograd.Function):
                 if acc.dtype != torch.float32:  # float32 path: |acc| <= 2^24, clamp is a no-op
                     acc = saturate(acc, 32)
                 exp = sg + sw - 14
-                s = _acc_scale(acc, exp, mod.book, f"{mod.name}.gx")
-                v, s = requantize(acc, exp, s, 8, rnd)
+                s, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.gx")
+                v, s = requantize(acc, exp, s, 8, rnd, acc_abs_max=m)
                 gx = dequantize(v, s)
                 if keep_in is not None:
                     full = gx.new_zeros(vx8.shape)
@@ -398,8 +463,9 @@ class IntConv2d(IntegerLayer):
         rounding: activation / activation-gradient rounding (``nearest`` or ``floor``).
         weight_grad_rounding: rounding of the weight-gradient scaling (``nearest``, ``floor``,
             ``stochastic``), see :func:`eq15_update`.
-        wgrad_method: ``auto`` (the exact float32 split path of :func:`conv2d_weight_exact`) or
-            ``float64`` (the reference).
+        wgrad_method: how :func:`conv2d_weight_exact` computes the exact weight gradient:
+            ``auto`` (float32, unsplit where a data-dependent bound allows, else split),
+            ``split`` (float32 split ``g = 16 g_h + g_l``) or ``float64`` (the reference).
     """
 
     def __init__(
@@ -518,8 +584,8 @@ class _IntAddFn(torch.autograd.Function):
             exp = lo - 7
             if mod.output_bits == 32:
                 return (acc * 2.0**exp).float()
-            s = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
-            v, s = requantize(acc, exp, s, mod.output_bits, rnd)
+            s, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
+            v, s = requantize(acc, exp, s, mod.output_bits, rnd, acc_abs_max=m)
             return dequantize(v, s, mod.output_bits)
 
     @staticmethod

@@ -81,10 +81,14 @@ def test_masked_weight_gradient_is_really_sliced(monkeypatch: pytest.MonkeyPatch
     layer = IntConv2d(nn.Conv2d(5, 8, 3, padding=1, bias=False))
     layer.grad_keep = KEEP
     layer(torch.randn(1, 5, 6, 6)).sum().backward()
-    # the integer layer: the exact split weight gradient stacks g_h and g_l of the 4 kept filters
-    # (2 x 4 outputs; conv2d_weight runs the native backward inside); unmasked it would be 2 x 8 = 16
+    # the integer layer: the exact float32 weight gradient of the 4 kept filters (here the sums are
+    # small enough for one unsplit call; conv2d_weight runs the native backward inside)
+    assert calls[0] == ("wgrad", (4, 5, 3, 3), (1, 4, 6, 6)), calls
+    assert all(c[1] == (4, 5, 3, 3) and c[2] == (1, 4, 6, 6) for c in calls), calls
+    calls.clear()
+    layer.wgrad_method = "split"  # the split path stacks g_h and g_l of the 4 kept filters (2 x 4)
+    layer(torch.randn(1, 5, 6, 6)).sum().backward()
     assert calls[0] == ("wgrad", (8, 5, 3, 3), (1, 8, 6, 6)), calls
-    assert all(c[1] == (8, 5, 3, 3) and c[2] == (1, 8, 6, 6) for c in calls), calls
 
 
 @pytest.mark.parametrize("propagate", ["full", "pruned"])

@@ -3,6 +3,8 @@ saturation at the int8 / int32 bounds, exact shifts."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -151,9 +153,11 @@ def test_shift_floor_float_and_int_agree_with_numpy() -> None:
 @pytest.mark.parametrize("rounding", ["floor", "nearest"])
 def test_requantize_dynamic_matches_integer_reference(rounding: str) -> None:
     rng = np.random.default_rng(1)
-    for exp in [-20, -3, 0, 5]:
-        acc = rng.integers(-(2**24), 2**24 + 1, 500)
-        acc[:2] = [-(2**24), 2**24]  # the float32 extremes: acc + half would round in float32
+    for exp, top in itertools.product([-20, -3, 0, 5], [2**24, 2**22 + 3]):
+        acc = rng.integers(-top, top + 1, 500)
+        # 2^24: the float32 extreme, where acc + half would round (floor_half_up_ path); below
+        # 2^23 the half step is added in place (exact)
+        acc[:2] = [-top, top]
         for dtype in (torch.float32, torch.float64, torch.int64):
             v, s = requantize(torch.from_numpy(acc).to(dtype), exp, None, 8, rounding)
             m = int(np.abs(acc).max())
