@@ -55,6 +55,17 @@ def _data_args(cfg: dict, tmp_path: Path) -> list[str]:
             for d in dirs:
                 write_images(tmp_path / "srdata" / d, 2, size)
             args.append(f"--data.init_args.root={tmp_path / 'srdata'}")
+            if cls.endswith("KernelSRDataModule"):  # the blur kernels of the test images, too
+                import numpy as np
+
+                from lr_lightning.data.kernel_sr import DEFAULT_TEST_KERNELS
+                from lr_lightning.degrade import gaussian_kernel
+
+                for f in DEFAULT_TEST_KERNELS:
+                    (tmp_path / "srdata" / f).parent.mkdir(parents=True, exist_ok=True)
+                    np.save(tmp_path / "srdata" / f, gaussian_kernel(9, sigma=1.2).numpy())
+        if cls.endswith("KernelSRDataModule"):
+            args.append("--data.init_args.patch_size=16")
     elif cls.endswith("PretextFolderDataModule"):
         init = data.get("init_args", {})
         dirs = [*init.get("train_dirs", []), *init.get("val_dirs", [])]

@@ -5,6 +5,7 @@ from lr_lightning.data.base import DictTensorDataset, LRDataModule, mixed_order,
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFARDataModule
 from lr_lightning.data.image_io import DATA_ENV, default_data_root, read_image
 from lr_lightning.data.imagefolder import ImageFolderDataModule
+from lr_lightning.data.kernel_sr import KernelSRDataModule
 from lr_lightning.data.sr import SRDataModule
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "CIFARDataModule",
     "DictTensorDataset",
     "ImageFolderDataModule",
+    "KernelSRDataModule",
     "LRDataModule",
     "SRDataModule",
     "default_data_root",
