@@ -18,8 +18,9 @@ continues on a fresh machine):
 4. ``online_lr``: the online learning rate of each theta chosen on validation (Set14 with kernels
    drawn from p(k); float arithmetic, 10 updates), never on the test set.
 5. ``table1``: Set5, Gaussian kernels (the five isotropic kernels of ``sr/kernels``, every image x
-   every kernel = 25 test pairs), x4 direct subsampling; Init and after 10 online updates at prune
-   0/27/50/67/85 %, float and integer ("+ 8-bit" = 32-bit integer weights, Eq. 14/15); PSNR vs
+   every kernel = 25 test pairs for Init, 0 % and 85 %, the columns the claims rest on; the 5 pairs
+   image i x kernel i for 27/50/67 %, to fit the budget), x4 direct subsampling; Init and after 10
+   online updates at prune 0/27/50/67/85 %, float and integer ("+ 8-bit" = 32-bit integer weights, Eq. 14/15); PSNR vs
    iteration (Fig. 5); paired 95 % intervals over the test pairs.
 6. ``table6``: layer-wise baseline vs knapsack masks (Table 6), Pretrain(D_bic) theta as in the paper.
 7. ``table34``: ZSSR-8 trained from scratch on ``D_bic`` x4: FP / standard 8-bit / 8-bit (ours), dynamic
@@ -68,21 +69,21 @@ RUNS = REPO / "benchmarks" / "runs" / "ondevice_sr"
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
-        "scale": 4, "patch": 64, "batch": 16, "pretrain_steps": 3000, "maml_minutes": 10.0, "mask_batches": 50,
+        "scale": 4, "patch": 64, "batch": 16, "pretrain_steps": 3000, "maml_minutes": 7.5, "mask_batches": 50,
         "lr_grid": [0.003, 0.01, 0.03, 0.1], "val_images": 14, "pairing": "all", "online_steps": 10,
-        "ratios": [0.27, 0.5, 0.67, 0.85], "scratch_steps": 400, "scratch_patch": 48, "scratch_lr": 0.1,
-        "bsd_images": 20, "timing_repeats": 7,
+        "ratios": [0.27, 0.5, 0.67, 0.85], "full_pair_ratios": [0.0, 0.85], "scratch_steps": 300, "scratch_patch": 48,
+        "scratch_lr": 0.1, "bsd_images": 10, "timing_repeats": 7,
     },
     "x2": {
         "scale": 2, "patch": 64, "batch": 16, "pretrain_steps": 3000, "maml_minutes": 10.0, "mask_batches": 50,
         "lr_grid": [0.003, 0.01, 0.03, 0.1], "val_images": 14, "pairing": "all", "online_steps": 10,
-        "ratios": [0.27, 0.5, 0.67, 0.85], "scratch_steps": 400, "scratch_patch": 48, "scratch_lr": 0.1,
-        "bsd_images": 20, "timing_repeats": 7,
+        "ratios": [0.27, 0.5, 0.67, 0.85], "full_pair_ratios": [0.0, 0.85], "scratch_steps": 300, "scratch_patch": 48,
+        "scratch_lr": 0.1, "bsd_images": 10, "timing_repeats": 7,
     },
     "smoke": {
         "scale": 4, "patch": 32, "batch": 4, "pretrain_steps": 4, "maml_minutes": 0.15, "mask_batches": 2,
         "lr_grid": [0.01, 0.1], "val_images": 2, "pairing": "cycle", "online_steps": 2,
-        "ratios": [0.5, 0.85], "scratch_steps": 3, "scratch_patch": 32, "scratch_lr": 0.1,
+        "ratios": [0.5, 0.85], "full_pair_ratios": [0.0, 0.85], "scratch_steps": 3, "scratch_patch": 32, "scratch_lr": 0.1,
         "bsd_images": 1, "timing_repeats": 2,
     },
 }
@@ -316,6 +317,9 @@ def stage_online_lr(p: dict[str, Any], profile: str) -> dict[str, Any]:
 
 def stage_table1(p: dict[str, Any], profile: str, results: dict[str, Any]) -> dict[str, Any]:
     pairs = test_pairs(p)
+    n_k = len(DEFAULT_TEST_KERNELS)
+    # image i with kernel i mod K: the "cycle" subset of the all-pairs list (i major, kernel minor)
+    diagonal = [i for i in range(len(pairs)) if p["pairing"] != "all" or (i // n_k) % n_k == i % n_k]
     lrs = results["stages"]["online_lr"]
     bic = bicubic_psnr(pairs, p["scale"])
     rows: list[dict[str, Any]] = [{"method": "Bicubic", "init": None, "after": {}, "bicubic": mean_ci(bic), "per_pair": bic}]
@@ -331,18 +335,23 @@ def stage_table1(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
             if theta_name == "maml_fo" and ratio not in (0.0,):
                 continue  # the extra FOMAML row: unpruned only
             keep = None if ratio == 0 else load_masks(masks_file, ratio)
-            ev = online_eval(theta, pairs, p, learning_rate=gamma, arithmetic=arith, keep=keep, curve=ratio == 0)
+            use = pairs if ratio in p["full_pair_ratios"] else [pairs[i] for i in diagonal]
+            ev = online_eval(theta, use, p, learning_rate=gamma, arithmetic=arith, keep=keep)
+            row.setdefault("pairs", {})[str(round(ratio * 100))] = len(use)
             key = str(round(ratio * 100))
             row["after"][key] = ev["psnr_mean"]
             row["after_ci95"][key] = mean_ci(ev["psnr"])["ci95"]
             row["ssim"][key] = ev["ssim_mean"]
             row["seconds"][key] = ev["seconds_mean"]
             per_pair[method][key] = ev["psnr"]
-            if ratio == 0:
-                row["init"] = float(np.mean(ev["init"]))
-                row["init_ci95"] = mean_ci(ev["init"])["ci95"]
-                row["curve"] = ev["curve_mean"]
-                per_pair[method]["init"] = ev["init"]
+            if ratio == 0:  # Init on every pair (theta, no update); the Fig. 5 curve on the diagonal pairs
+                init = online_eval(theta, pairs, p, learning_rate=gamma, arithmetic=arith, steps=0)["psnr"]
+                row["init"] = float(np.mean(init))
+                row["init_ci95"] = mean_ci(init)["ci95"]
+                per_pair[method]["init"] = init
+                cur = online_eval(theta, [pairs[i] for i in diagonal], p, learning_rate=gamma, arithmetic=arith, curve=True)
+                row["curve"] = cur["curve_mean"]
+                row["curve_pairs"] = len(diagonal)
         rows.append(row)
         print(f"table1 {method}: init {row['init']:.2f} after {row['after']}", flush=True)
     pp = per_pair
@@ -365,6 +374,8 @@ def stage_table1(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
 
 def stage_table6(p: dict[str, Any], profile: str, results: dict[str, Any]) -> dict[str, Any]:
     pairs = test_pairs(p)
+    n_k = len(DEFAULT_TEST_KERNELS)
+    pairs = [pr for i, pr in enumerate(pairs) if p["pairing"] != "all" or (i // n_k) % n_k == i % n_k]  # as Table 1's 50 %
     theta = load_theta(profile, "pretrain_bic", p["scale"])
     gamma = results["stages"]["online_lr"]["pretrain_bic"]["chosen"]
     masks_file = WEIGHTS / f"{profile}_masks_pretrain_bic.json"
@@ -376,10 +387,14 @@ def stage_table6(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
             continue
         ev = online_eval(theta, pairs, p, learning_rate=gamma, arithmetic="float", keep=load_masks(masks_file, key))
         rows.append({"method": "Layer-wise", "prune": float(key.split(":")[1]), "kept": v["kept"],
-                     "psnr": ev["psnr_mean"], "ci95": mean_ci(ev["psnr"])["ci95"]})
+                     "psnr": ev["psnr_mean"], "ci95": mean_ci(ev["psnr"])["ci95"], "per_pair": ev["psnr"]})
     for key, val in t1["after"].items():
         rows.append({"method": "Proposed (knapsack)", "prune": int(key) / 100, "psnr": val, "ci95": t1["after_ci95"][key]})
-    return {"theta": "pretrain_bic", "online_learning_rate": gamma, "rows": rows}
+    proposed = results["stages"]["table1"]["per_pair"]["Pretrain(D_bic)"]
+    lw50 = next(r for r in rows if r["method"] == "Layer-wise" and abs(r["prune"] - 0.5) < 1e-9)
+    tests = {"Proposed 50% - Layer-wise 50%": paired(proposed["50"], lw50["per_pair"])} if "50" in proposed else {}
+    return {"theta": "pretrain_bic", "online_learning_rate": gamma, "pairs": [pr["name"] for pr in pairs],
+            "rows": rows, "paired_tests": tests}
 
 
 def main() -> None:
