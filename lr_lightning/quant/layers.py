@@ -400,14 +400,16 @@ class _IntLayerFn(torch.autograd.Function):
             # (float32 path: |acc| <= K 2^14 <= 2^24 < 2^31, the int32 clamp would be a no-op)
             sy, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
             vy, sy = requantize(acc, exp, sy, 8, rnd, acc_abs_max=m)
-            out = dequantize(vy, sy)
-        ctx.save_for_backward(vx.to(torch.int8))
+            out = vy.mul_(2.0 ** (sy - 7)) if vy.dtype == torch.float32 else dequantize(vy, sy)  # DQ (in place)
+        # the int8 values are saved in their float32 carrier: converting to int8 and back would cost
+        # two passes per layer (the int8 storage the paper's memory model counts is 1/4 of this)
+        ctx.save_for_backward(vx)
         ctx.mod, ctx.sx, ctx.w8 = mod, sx, (vw, sw)
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, None, None]:
-        (vx8,) = ctx.saved_tensors
+        (vx8,) = ctx.saved_tensors  # int8 values (float32 carrier)
         mod: IntegerLayer = ctx.mod
         vw, sw = ctx.w8
         with torch.autocast(g.device.type, enabled=False):
@@ -435,7 +437,7 @@ class _IntLayerFn(torch.autograd.Function):
                 exp = sg + sw - 14
                 s, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.gx")
                 v, s = requantize(acc, exp, s, 8, rnd, acc_abs_max=m)
-                gx = dequantize(v, s)
+                gx = v.mul_(2.0 ** (s - 7)) if v.dtype == torch.float32 else dequantize(v, s)  # DQ (in place)
                 if keep_in is not None:
                     full = gx.new_zeros(vx8.shape)
                     full.index_copy_(1, keep_in, gx)

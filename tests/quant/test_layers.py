@@ -338,3 +338,13 @@ def test_eq12_13_stochastic_moves_8bit_weights_that_nearest_cannot() -> None:
     assert (moved["nearest"] == 0).all()
     assert set(moved["stochastic"].unique().tolist()) == {0.0, 1.0}
     assert abs(moved["stochastic"].mean().item() - 0.25) < 4 * 0.5 / 4000**0.5
+
+
+def test_outputs_and_gradients_are_float32_on_the_float64_paths() -> None:
+    """K > 1024 (float64 convolutions) and a bias (float64 accumulator): still float32 tensors out."""
+    layer = IntConv2d(nn.Conv2d(128, 120, 3, padding=1, bias=True))  # K = 1152 and 1080
+    x = torch.randn(1, 128, 5, 5, requires_grad=True)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    y.square().sum().backward()
+    assert x.grad.dtype == torch.float32
