@@ -212,3 +212,44 @@ def test_online_spec_checks() -> None:
     with pytest.raises(ValueError, match="scales_path"):
         OnlineSpec(scales="static")
     assert OnlineSpec.coerce({"steps": 3}).steps == 3
+
+
+# -- the chain through the CLI: offline -> masks -> online (test and predict) ------------------------
+def test_offline_masks_online_chain_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lr_lightning.cli import main
+    from tests.conftest import REPO, write_images
+
+    root = tmp_path / "data"
+    for d, n in (("sr/Urban100", 2), ("sr/Set14", 1), ("sr/Set5", 2)):
+        write_images(root / d, n, 48, seed=len(d))
+    kernel = root / "k.npy"
+    np.save(kernel, gaussian_kernel(9, sigma=1.2).numpy())
+    lr_dir = tmp_path / "lr_inputs"
+    write_images(lr_dir, 2, 12, seed=5)
+    monkeypatch.chdir(tmp_path)
+    cfg = REPO / "configs" / "ondevice_sr"
+    tiny = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--trainer.num_sanity_val_steps=0", f"--data.init_args.root={root}", "--data.init_args.patch_size=16",
+            f"--data.init_args.test_kernels=[{kernel}]", "--model.init_args.net.init_args.width=8",
+            "--model.init_args.online.steps=2"]
+    pre = main(["fit", "--config", str(cfg / "pretrain_meta_x4.yaml"), *tiny, "--trainer.max_steps=2",
+                "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--data.init_args.batch_size=2"])
+    ckpt = Path(pre.trainer.checkpoint_callback.last_model_path)
+    masks = tmp_path / "masks.json"
+    main(["fit", "--config", str(cfg / "masks_x4.yaml"), *tiny, "--trainer.limit_train_batches=2",
+          "--data.init_args.batch_size=2", f"--model.init_args.init_weights={ckpt}", f"--model.init_args.masks_path={masks}"])
+    doc = json.loads(masks.read_text())
+    assert set(doc["masks"]) >= {"0.27", "0.5", "0.67", "0.85"} and doc["c_out"] == [8] * 7
+    online = ["--config", str(cfg / "online_x4.yaml"), *tiny, f"--model.init_args.init_weights={ckpt}",
+              f"--model.init_args.online.masks_path={masks}", "--model.init_args.online.prune_ratio=0.5"]
+    test = main(["test", *online])
+    rec = json.loads((Path(test.trainer.log_dir) / "online_test.json").read_text())
+    assert len(rec["images"]) == 2 and len(rec["images"][0]["curve"]) == 3
+    assert rec["online"]["prune_ratio"] == 0.5 and rec["online"]["arithmetic"] == "integer"
+    out = tmp_path / "sr_out"
+    main(["predict", *online, f"--data.init_args.predict_dir={lr_dir}", f"--data.init_args.predict_kernel={kernel}",
+          f"--model.init_args.output_dir={out}"])
+    from PIL import Image
+
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2 and Image.open(pngs[0]).size == (48, 48)

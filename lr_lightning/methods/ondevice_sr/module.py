@@ -174,7 +174,7 @@ class ZeroShotSRTask(BaseTask):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lr, hr, k = batch["lr"], batch["hr"], batch["kernel"][0]
-        steps = self.hparams.val_online_steps
+        steps = self.hparams.get("val_online_steps", 0)  # GradientMasks / OnlineZSSR: theta as it is
         if steps:
             spec = OnlineSpec(steps=steps, learning_rate=self.online.learning_rate, arithmetic="float", log_curve=False)
             sr = self.adapt(lr, k, None, spec, False).sr
