@@ -193,7 +193,7 @@ def shift_round(
             if abs_max_v is not None and abs_max_v + pow2(m - 1) <= exact_below:
                 return (v + pow2(m - 1)).mul_(pow2(k)).floor_()  # integers + 2^(m-1): exact sum
             return floor_half_up_(v * pow2(k))
-        return (v + 2 ** (m - 1)) >> m if m < 63 else v >> 63
+        return (v + 2 ** (m - 1)) >> m if m < 63 else torch.zeros_like(v)  # |v| < 2^62: rounds to 0
     # stochastic
     if v.dtype.is_floating_point:
         return shift_round(v.long(), k, "stochastic", generator).to(v.dtype)

@@ -138,19 +138,25 @@ def split_plan(n: int, h_out: int, w_out: int, max_terms: int = SPLIT_MAX_TERMS)
     return None
 
 
-def plain_chunks(vx: Tensor, vg: Tensor, limit: int = FP32_EXACT_INT) -> tuple[list[tuple[int, int]], list[int]]:
+def plain_chunks(
+    vx: Tensor, vg: Tensor, limit: int = FP32_EXACT_INT, *, x_bound: float | None = 128.0
+) -> tuple[list[tuple[int, int]], list[int]]:
     """Data-dependent chunking of the images for an unsplit float32 weight gradient.
 
     Every partial sum of a weight-gradient entry over the images ``a..b-1`` is bounded by
-    ``max_{n in a..b-1} max|x_n| * max_o sum_{n, p} |g_{n,o,p}|`` (each product ``|x g|`` is at most
+    ``max|x| * max_o sum_{n in a..b-1, p} |g_{n,o,p}|`` (each product ``|x g|`` is at most
     ``max|x| |g|``). Consecutive images are grouped greedily while that bound stays ``<= limit``
-    (with a relative margin of 2^-10 for the float32 rounding of the ``|g|`` sums). Returns the
-    ``(start, stop)`` chunks and the images whose bound exceeds the limit on their own (these go
-    through the split path)."""
+    (with a relative margin of 2^-10 for the float32 rounding of the ``|g|`` sums). ``max|x|`` is
+    ``x_bound`` (128, the int8 bound, by default: no pass over ``x``) or, with ``x_bound=None``,
+    measured per image. Returns the ``(start, stop)`` chunks and the images whose bound exceeds
+    the limit on their own (these go through the split path)."""
     n = vx.shape[0]
-    lo, hi = torch.aminmax(vx.reshape(n, -1).float(), dim=1)
-    x_max = torch.maximum(-lo, hi).double().tolist()
-    g_sum = torch.linalg.vector_norm(vg.float(), 1, dim=(2, 3)).double()  # (n, c_out) sums of |g|
+    if x_bound is None:
+        lo, hi = torch.aminmax(vx.reshape(n, -1).float(), dim=1)
+        x_max = torch.maximum(-lo, hi).double().tolist()
+    else:
+        x_max = [float(x_bound)] * n
+    g_sum = torch.linalg.vector_norm(vg.float(), 1, dim=(2, 3)).double().cpu().numpy()  # (n, c_out) sums of |g|
     lim = limit * (1 - 2.0**-10)
     chunks: list[tuple[int, int]] = []
     alone: list[int] = []
@@ -162,13 +168,13 @@ def plain_chunks(vx: Tensor, vg: Tensor, limit: int = FP32_EXACT_INT) -> tuple[l
             alone.append(i)
             start, col, xm = i + 1, None, 0.0
             continue
-        new_col = g_sum[i] if col is None else col + g_sum[i]
+        new_col = g_sum[i].copy() if col is None else col + g_sum[i]
         new_xm = max(xm, x_max[i])
         if new_xm * float(new_col.max()) <= lim:
             col, xm = new_col, new_xm
         else:
             chunks.append((start, i))
-            start, col, xm = i, g_sum[i], x_max[i]
+            start, col, xm = i, g_sum[i].copy(), x_max[i]
     if col is not None:
         chunks.append((start, n))
     return chunks, alone
@@ -223,7 +229,7 @@ def conv2d_weight_exact(
       ``128 * 15 * terms <= 2^24`` whatever the data; the chunks are accumulated in float64
       (exact) and combined as ``16 acc_h + acc_l``. When one image exceeds the bound it is split
       into bands of output rows (with the zero-padded input rows each band needs, exact).
-    * ``"auto"`` (default): first a data-dependent bound (:func:`plain_chunks`: ``max|x| sum|g|``
+    * ``"auto"`` (default): first a data-dependent bound (:func:`plain_chunks`: ``128 max_o sum|g|``
       per chunk of images): chunks within 2^24 run one *unsplit* float32 ``conv2d_weight`` each
       (half the work of the split); images above it on their own take the split path. If that
       needs more convolution calls than the split path alone, the split path is used.
