@@ -52,7 +52,8 @@ class IntegerTrainingCallback(Callback):
         rounding_seed: seed of the generator of stochastic rounding (``None``: global torch RNG,
             which ``seed_everything`` seeds).
         add_output_bits: precision of ZSSR8's global residual sum: 8 (default), 16 or 32.
-        wgrad_method: ``auto`` (exact float32 split weight gradient) or ``float64`` (reference).
+        wgrad_method: exact weight gradient: ``auto`` (float32, unsplit where a data bound allows),
+            ``split`` (float32, g = 16 g_h + g_l) or ``float64`` (the reference).
         module: attribute of the LightningModule holding the network.
     """
 
@@ -72,7 +73,7 @@ class IntegerTrainingCallback(Callback):
         rounding_seed: int | None = None,
         add_output_bits: Literal[8, 16, 32] = 8,
         scales_file: str | None = None,
-        wgrad_method: Literal["auto", "float64"] = "auto",
+        wgrad_method: Literal["auto", "split", "float64"] = "auto",
     ) -> None:
         if weight_bits not in (8, 32):
             raise ValueError(f"weight_bits must be 8 or 32, got {weight_bits}")

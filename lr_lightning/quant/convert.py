@@ -138,7 +138,8 @@ def convert_to_integer(
         add_output_bits: precision of ZSSR8's global residual sum (:class:`IntAdd`): 8, 16 or 32.
         seed: seed of one ``torch.Generator`` shared by all layers for stochastic rounding
             (``None``: the global torch RNG).
-        wgrad_method: ``auto`` (exact float32 split weight gradient) or ``float64`` (reference).
+        wgrad_method: exact weight gradient (:func:`~lr_lightning.quant.conv2d_weight_exact`): ``auto``
+            (float32, unsplit where a data bound allows), ``split`` (float32 split) or ``float64``.
 
     Raises ``TypeError`` naming every unsupported layer before changing anything.
     """
