@@ -16,10 +16,11 @@ Each integer layer:
 
 Arithmetic: int8 x int8 sums over ``K <= 1024`` terms stay below 2^24 and are computed with
 float32 convolutions (exact: every partial sum is an integer below 2^24). The weight gradient
-sums over batch x pixels; :func:`conv2d_weight_exact` computes it exactly in float32 by splitting
-the int8 gradient ``g = 16 g_h + g_l`` and chunking the images (or rows) so that every partial
-sum stays below 2^24, then accumulates the chunks in float64 and saturates to int32 (the
-``float64`` method, one float64 convolution, is the reference it is tested against bit for bit).
+sums over batch x pixels; :func:`conv2d_weight_exact` computes it exactly in float32 by chunking
+the images (or rows) so that every partial sum stays below 2^24, unsplit where a data-dependent
+bound allows and otherwise splitting the int8 gradient ``g = 16 g_h + g_l``, then accumulates the
+chunks in float64 and saturates to int32 (the ``float64`` method, one float64 convolution, is the
+reference it is tested against bit for bit).
 Gradient pruning (Eq. 6) is built in: ``grad_keep`` (kept output channels) slices the
 weight-gradient computation; with ``propagate="pruned"`` the activation gradient is also computed
 from the kept channels only, restricted to ``grad_in_keep`` (the kept channels of the previous
