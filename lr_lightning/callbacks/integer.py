@@ -22,7 +22,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from lr_lightning.callbacks._target import target_network
-from lr_lightning.quant import convert_to_integer, eq15_update, integer_layers, load_scale_state, scale_books
+from lr_lightning.quant import (
+    convert_to_integer,
+    eq15_update,
+    integer_layers,
+    load_scale_state,
+    scale_books,
+)
 from lr_lightning.quant.core import ACT_ROUNDINGS, ROUNDINGS, check_rounding
 
 

@@ -4,9 +4,10 @@ Supported layers:
 
 * ``nn.Conv2d`` (zero padding, any stride/dilation/groups, with or without bias) -> :class:`IntConv2d`;
   ``nn.Linear`` -> :class:`IntLinear`;
-* ``nn.ReLU``, ``nn.MaxPool2d``, ``nn.Flatten``, ``nn.Identity``: kept as they are; on the
-  power-of-two int8 activations they travel as, they are exact integer ops (max/compare/reshape),
-  and so is their backward (selection of int8 gradients);
+* ``nn.ReLU``, ``nn.MaxPool2d``, ``nn.Flatten``, ``nn.Identity``: kept as they are (``nn.ReLU``
+  becomes :class:`IntReLU`, the same function that also passes on the record that its values
+  are on the integer grid); on the power-of-two int8 activations they travel as, they are exact
+  integer ops (max/compare/reshape), and so is their backward (selection of int8 gradients);
 * ``nn.BatchNorm2d`` directly after a ``Conv2d`` in an ``nn.Sequential``: only with
   ``fold_batchnorm=True``: folded once into the conv's weight and bias with its current running
   statistics, then replaced by ``nn.Identity`` (the integer net trains *without* normalisation;
@@ -29,7 +30,16 @@ from torch import Tensor, nn
 from lr_lightning.nn.conv4 import Conv4
 from lr_lightning.nn.zssr import ZSSR8
 from lr_lightning.quant.core import ACT_ROUNDINGS, ROUNDINGS, ActRounding, Rounding, check_rounding
-from lr_lightning.quant.layers import AddBits, IntAdd, IntConv2d, IntegerLayer, IntLinear, ScaleBook, WgradMethod
+from lr_lightning.quant.layers import (
+    AddBits,
+    IntAdd,
+    IntConv2d,
+    IntegerLayer,
+    IntLinear,
+    IntReLU,
+    ScaleBook,
+    WgradMethod,
+)
 
 EXACT_AS_IS = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity)
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, Conv4)
@@ -172,6 +182,8 @@ def convert_to_integer(
             new: nn.Module = IntConv2d(mod, weight_bits, headroom, wgrad_method=wgrad_method, **rkw)
         elif isinstance(mod, nn.Linear) and not isinstance(mod, IntegerLayer):
             new = IntLinear(mod, weight_bits, headroom, **rkw)
+        elif type(mod) is nn.ReLU:
+            return IntReLU(inplace=mod.inplace)  # same values; keeps the integer-grid record
         else:
             for name, child in list(mod.named_children()):
                 new_child = swap(child, f"{prefix}.{name}" if prefix else name)

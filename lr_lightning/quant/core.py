@@ -128,6 +128,33 @@ def _random_bits(shape: torch.Size, bits: int, generator: torch.Generator | None
     return r.to(device)
 
 
+#: attribute of a float tensor whose values are known to be integers times ``2^e``: ``(e, version)``
+_GRID_ATTR = "_lr_quant_grid"
+
+
+def mark_grid(t: Tensor, lsb_exponent: int) -> Tensor:
+    """Record that every value of ``t`` is an integer multiple of ``2^lsb_exponent`` (e.g. the
+    output ``DQ(v, s)`` of an integer op: ``lsb_exponent = s - (b - 1)``). The record holds only
+    while ``t`` is not modified in place (it stores ``t._version``); copies, views and new
+    tensors do not carry it. :func:`quantize` then skips the rounding where it is a no-op."""
+    try:
+        setattr(t, _GRID_ATTR, (int(lsb_exponent), t._version))
+    except (RuntimeError, AttributeError):  # inference tensors have no version counter
+        pass
+    return t
+
+
+def grid_exponent(t: Tensor) -> int | None:
+    """The ``lsb_exponent`` recorded by :func:`mark_grid` if ``t`` is unchanged since, else ``None``."""
+    rec = getattr(t, _GRID_ATTR, None)
+    if rec is None:
+        return None
+    try:
+        return rec[0] if t._version == rec[1] else None
+    except RuntimeError:
+        return None
+
+
 def quantize(
     x: Tensor, s: int, bits: int = 8, rounding: Rounding = "nearest", generator: torch.Generator | None = None
 ) -> Tensor:
@@ -137,10 +164,15 @@ def quantize(
     roundings are done without inexact float additions (:func:`floor_half_up_`). ``rounding``:
     ``nearest`` (default, ``floor(y + 1/2)``), ``floor`` (Eq. 10 literally) or ``stochastic``
     (``floor(y + u)``, ``u ~ U[0,1)`` drawn in float64 from ``generator``, or the global RNG).
+    If ``x`` carries a :func:`mark_grid` record showing that ``2^(b-1) X / 2^s`` is already an
+    integer, the (no-op) rounding is skipped.
     """
     check_rounding(rounding)
     lo, hi = int_bounds(bits)
     y = x * pow2(bits - 1 - s)  # a new tensor (exact)
+    e = grid_exponent(x)
+    if e is not None and s - (bits - 1) <= e:  # y = integer * 2^(e - s + b - 1): no rounding needed
+        return y.clamp_(lo, hi)
     if rounding == "floor":
         return y.floor_().clamp_(lo, hi)  # in-place floor/clamp on the fresh tensor
     if rounding == "nearest":
@@ -150,8 +182,8 @@ def quantize(
 
 
 def dequantize(v: Tensor, s: int, bits: int = 8, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``DQ_b(v, s) = v * 2^(s - (b-1))``."""
-    return v.to(dtype) * pow2(s - (bits - 1))
+    """``DQ_b(v, s) = v * 2^(s - (b-1))`` (``v`` integer-valued; the result is :func:`mark_grid`-ed)."""
+    return mark_grid(v.to(dtype) * pow2(s - (bits - 1)), s - (bits - 1))
 
 
 def shift_floor(v: Tensor, k: int) -> Tensor:
@@ -191,7 +223,9 @@ def shift_round(
         if v.dtype.is_floating_point:
             exact_below = 2.0 / torch.finfo(v.dtype).eps  # 2^24 (float32), 2^53 (float64): every integer exact
             if abs_max_v is not None and abs_max_v + pow2(m - 1) <= exact_below:
-                return (v + pow2(m - 1)).mul_(pow2(k)).floor_()  # integers + 2^(m-1): exact sum
+                # v 2^k + 1/2 in one pass: v 2^k is exact, and so is the sum (v + 2^(m-1) <= 2^24)
+                half = torch.tensor(0.5, dtype=v.dtype, device=v.device)
+                return torch.add(half, v, alpha=pow2(k)).floor_()
             return floor_half_up_(v * pow2(k))
         return (v + 2 ** (m - 1)) >> m if m < 63 else torch.zeros_like(v)  # |v| < 2^62: rounds to 0
     # stochastic

@@ -47,6 +47,8 @@ from lr_lightning.quant.core import (
     check_rounding,
     dequantize,
     dynamic_scale,
+    grid_exponent,
+    mark_grid,
     quantize,
     requantize,
     saturate,
@@ -407,7 +409,7 @@ class _IntLayerFn(torch.autograd.Function):
             # (float32 path: |acc| <= K 2^14 <= 2^24 < 2^31, the int32 clamp would be a no-op)
             sy, m = _acc_scale(acc, exp, mod.book, f"{mod.name}.y")
             vy, sy = requantize(acc, exp, sy, 8, rnd, acc_abs_max=m)
-            out = vy.mul_(2.0 ** (sy - 7)) if vy.dtype == torch.float32 else dequantize(vy, sy)  # DQ (in place)
+            out = mark_grid(vy.mul_(2.0 ** (sy - 7)), sy - 7) if vy.dtype == torch.float32 else dequantize(vy, sy)
         # the int8 values are saved in their float32 carrier: converting to int8 and back would cost
         # two passes per layer (the int8 storage the paper's memory model counts is 1/4 of this)
         ctx.save_for_backward(vx)
@@ -449,6 +451,7 @@ class _IntLayerFn(torch.autograd.Function):
                     full = gx.new_zeros(vx8.shape)
                     full.index_copy_(1, keep_in, gx)
                     gx = full
+                mark_grid(gx, s - 7)
             if keep is None or len(keep) > 0:
                 cout = vw.shape[0] if keep is None else len(keep)
                 acc_w = mod._bwd_weight(vx8, (cout, *vw.shape[1:]), vg_k)
@@ -544,6 +547,42 @@ class IntLinear(IntegerLayer):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"weight_bits={self.weight_bits}, scales={self.book.mode}"
         )
+
+
+class IntReLU(nn.ReLU):
+    """``nn.ReLU`` that keeps the :func:`~lr_lightning.quant.core.mark_grid` record of its input
+    (ReLU maps integers times ``2^e`` to integers times ``2^e``) on its output and, in backward, on
+    the gradient. The values are exactly those of ``nn.ReLU``; the record lets the next integer
+    layer skip a rounding that is a no-op (two to four passes over the tensor fewer).
+    ``convert_to_integer`` puts it in place of every ``nn.ReLU``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = grid_exponent(x)
+        if e is None:
+            return super().forward(x)
+        # marked after apply: autograd bumps the version of a dirty (in-place) output
+        return mark_grid(_GridReLUFn.apply(x, self.inplace), e)
+
+
+class _GridReLUFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, inplace: bool) -> Tensor:  # type: ignore[override]
+        if inplace:
+            y = x.relu_()
+            ctx.mark_dirty(x)
+        else:
+            y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        e = grid_exponent(g)
+        gx = torch.ops.aten.threshold_backward(g, y, 0)  # nn.ReLU's own backward
+        if e is not None:
+            mark_grid(gx, e)
+        return gx, None
 
 
 AddBits = Literal[8, 16, 32]

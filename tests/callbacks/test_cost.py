@@ -73,7 +73,7 @@ def test_default_reading_reproduces_table2_cost() -> None:
     got = {r["prune_ratio"]: r["cost_x"] for r in rows}
     assert got[0.0] == pytest.approx(4.0)  # the bit factor alone
     assert [round(got[r], 2) for r in PAPER_TABLE2] == [5.12, 6.40, 7.01, 7.90]
-    for r, (paper_cost, paper_mem) in PAPER_TABLE2.items():
+    for r, (paper_cost, _paper_mem) in PAPER_TABLE2.items():
         assert got[r] == pytest.approx(paper_cost, rel=0.04)
     # Eq. 16 as printed gives the memory row within 5 % (x4.38 / 5.27 / 5.83 / 7.24)
     for row in rows[1:]:

@@ -240,7 +240,12 @@ def test_integer_callback_defaults_are_round_half_up() -> None:
 
 
 def test_integer_callback_loads_offline_scales_and_keeps_them(tmp_path) -> None:
-    from lr_lightning.quant import calibrate_static_scales, convert_to_integer, save_scale_state, scale_state
+    from lr_lightning.quant import (
+        calibrate_static_scales,
+        convert_to_integer,
+        save_scale_state,
+        scale_state,
+    )
 
     model = _TinySR(optimizer="sgd")
     # offline: the same weights, calibrated on a separate calibration set (not the training batches)

@@ -178,3 +178,22 @@ def test_qtensor_roundtrip_is_within_half_a_step() -> None:
     qf = QTensor.from_float(x, rounding="floor")
     err = x - qf.dequantize()
     assert (err >= 0).all() and (err < step).all()  # floor: error in [0, step)
+
+
+def test_grid_record_is_sound_and_skips_only_no_op_roundings() -> None:
+    from lr_lightning.quant import grid_exponent, mark_grid
+
+    v = torch.tensor([-128.0, -3.0, 0.0, 5.0, 127.0])
+    x = dequantize(v, 2)  # DQ marks its output: values are integers times 2^(2 - 7)
+    assert grid_exponent(x) == -5
+    for rounding in ("floor", "nearest"):
+        plain = x.clone()  # a copy carries no record: the ordinary rounding path
+        assert grid_exponent(plain) is None
+        for s in (0, 1, 2, 3, 4):  # s <= 2: the rounding is a no-op and skipped; s > 2: really rounds
+            assert torch.equal(quantize(x, s, rounding=rounding), quantize(plain, s, rounding=rounding))
+    # an in-place change invalidates the record (version counter), also through a view
+    y = dequantize(v, 2)
+    y[1:3].mul_(0.3)
+    assert grid_exponent(y) is None
+    z = mark_grid(torch.tensor([0.3, 0.7]), -7)  # a false record is trusted: only integer ops mark
+    assert grid_exponent(z) == -7

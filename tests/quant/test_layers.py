@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -348,3 +350,27 @@ def test_outputs_and_gradients_are_float32_on_the_float64_paths() -> None:
     assert y.dtype == torch.float32
     y.square().sum().backward()
     assert x.grad.dtype == torch.float32
+
+
+def test_grid_records_change_no_value_of_the_integer_net() -> None:
+    """IntReLU passes on the integer-grid record so that the next layer skips no-op roundings;
+    with plain nn.ReLU (no records) every output and gradient is the same, bit for bit."""
+    from lr_lightning.quant import IntReLU
+
+    torch.manual_seed(0)
+    base = ZSSR8(2, width=16)
+    fast = convert_to_integer(copy.deepcopy(base))
+    slow = convert_to_integer(copy.deepcopy(base))
+    assert sum(isinstance(m, IntReLU) for m in fast.modules()) == 7
+    for i, m in enumerate(slow.body):
+        if isinstance(m, IntReLU):
+            slow.body[i] = nn.ReLU(inplace=True)
+    lr, hr = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 24, 24)
+    res = []
+    for net in (fast, slow):
+        x = lr.clone().requires_grad_(True)
+        out = net(x)
+        (out - hr).abs().mean().backward()
+        res.append((out.detach(), x.grad, [m.wgrad.clone() for m in integer_layers(net)]))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(res[0][2], res[1][2], strict=True))

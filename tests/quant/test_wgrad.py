@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from lr_lightning.nn import ZSSR8
-from lr_lightning.quant import IntConv2d, conv2d_weight_exact, convert_to_integer, integer_layers, split_plan
+from lr_lightning.quant import (
+    IntConv2d,
+    conv2d_weight_exact,
+    convert_to_integer,
+    integer_layers,
+    split_plan,
+)
 from lr_lightning.quant.layers import SPLIT_MAX_TERMS, plain_chunks
 
 
