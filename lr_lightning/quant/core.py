@@ -135,8 +135,10 @@ _GRID_ATTR = "_lr_quant_grid"
 def mark_grid(t: Tensor, lsb_exponent: int) -> Tensor:
     """Record that every value of ``t`` is an integer multiple of ``2^lsb_exponent`` (e.g. the
     output ``DQ(v, s)`` of an integer op: ``lsb_exponent = s - (b - 1)``). The record holds only
-    while ``t`` is not modified in place (it stores ``t._version``); copies, views and new
-    tensors do not carry it. :func:`quantize` then skips the rounding where it is a no-op."""
+    while ``t`` is not modified in place (it stores ``t._version``, which every in-place op bumps,
+    also through views; only writes through ``t.data`` escape it, as they escape autograd);
+    copies, views and new tensors do not carry it. :func:`quantize` then skips the rounding where
+    it is a no-op."""
     try:
         setattr(t, _GRID_ATTR, (int(lsb_exponent), t._version))
     except (RuntimeError, AttributeError):  # inference tensors have no version counter
