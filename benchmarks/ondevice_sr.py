@@ -27,7 +27,9 @@ continues on a fresh machine):
    and static scales (static: calibrated offline over training batches), Set5 and BSD100 (Table 3/4).
    The paper trains from scratch; at this budget SGD from the default init does not move (the stage
    measures it: ``from_scratch_probe``), so every arm continues from Pretrain(D_bic) for the same steps.
-8. ``table2`` and ``timing``: Eq. 16/17 acceleration (Tables 2, 5, 7) and measured step times.
+8. ``rounding``: floor (literal Eq. 10) vs round half up, int8/16/32 residual output, and weight-gradient
+   rounding nearest / floor / stochastic in integer training (issue 12, section 1).
+9. ``table2`` and ``timing``: Eq. 16/17 acceleration (Tables 2, 5, 7) and measured step times.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 STAGES = ["pretrain_bic", "pretrain_meta", "maml_so", "maml_fo", "masks", "online_lr", "table1", "table6",
-          "table34", "table2", "timing"]
+          "table34", "rounding", "table2", "timing"]
 #: Table 1 rows: (method name as in the paper, theta, arithmetic)
 TABLE1_ROWS = [
     ("Pretrain(D_bic)", "pretrain_bic", "float"),
@@ -519,7 +521,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("## Table 6: layer-wise vs knapsack masks (theta = Pretrain(D_bic), float, after 10 updates)\n")
         rows = [{"method": r["method"], "prune": f"{r['prune']:.2f}", "psnr": fmt(r["psnr"], r["ci95"]), "kept": r.get("kept", "")} for r in st["table6"]["rows"]]
         lines.append(markdown_table(rows, ["method", "prune", "psnr", "kept"]))
-    for key in ("table34", "table2", "timing"):
+    for key in ("table34", "rounding", "table2", "timing"):
         if key in st and "markdown" in st[key]:
             lines.append(st[key]["markdown"])
     return "\n".join(lines) + "\n"

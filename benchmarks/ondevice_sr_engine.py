@@ -245,3 +245,38 @@ def stage_timing(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
 
 
 __all__ = ["stage_table2", "stage_table34", "stage_timing", "RUNS", "mean_ci"]
+
+
+def stage_rounding(p: dict[str, Any], profile: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Rounding and residual precision (issue 12, section 1) on Pretrain(D_bic), Set5 bicubic x s:
+    integer inference with floor (literal Eq. 10) vs round half up, int8 / int16 / int32 residual
+    output; then continued integer training with weight-gradient rounding nearest / floor /
+    stochastic (activations: round half up), same steps and data as Tables 3/4's arms."""
+    s = p["scale"]
+    sets = {"Set5": bicubic_pairs(p, "sr/Set5")}
+    theta = load_theta(profile, "pretrain_bic", s)
+    fp = float(np.mean(_eval(copy.deepcopy(theta), sets["Set5"], s)))
+    inference = []
+    for rounding in ("floor", "nearest"):
+        for bits in (8, 16, 32):
+            net = convert_to_integer(copy.deepcopy(theta), 32, "dynamic", rounding=rounding, add_output_bits=bits)
+            inference.append({"activation_rounding": rounding, "residual_output_bits": bits,
+                              "Set5": float(np.mean(_eval(net, sets["Set5"], s)))})
+    training = []
+    steps = max(1, p["scratch_steps"] // 3)
+    for wgr in ("nearest", "floor", "stochastic"):
+        seed_everything(0)
+        task = ZSSRPretrain(net=copy.deepcopy(theta).train(), scale=s, train_degradation="bicubic",
+                            optim=OptimSpec(name="sgd", learning_rate=p["scratch_lr"], momentum=0.0, weight_decay=0.0))
+        dm = datamodule(p, steps * p["batch"], p["batch"], patch=p["scratch_patch"])
+        cb = IntegerTrainingCallback(lr=p["scratch_lr"], weight_bits=32, scales="dynamic", weight_grad_rounding=wgr,
+                                     rounding_seed=0)
+        tr = trainer(f"{profile}_rounding_{wgr}", max_steps=steps, callbacks=[cb])
+        tr.fit(task, datamodule=dm)
+        training.append({"weight_grad_rounding": wgr, "steps": steps, "Set5": float(np.mean(_eval(task.net, sets["Set5"], s)))})
+    md = [f"## Rounding and residual precision (Pretrain(D_bic) theta, Set5 bicubic x{s}; FP inference {fp:.2f} dB)\n",
+          markdown_table([{**r, "Set5": f"{r['Set5']:.2f}", "vs FP": f"{r['Set5'] - fp:+.2f}"} for r in inference],
+                         ["activation_rounding", "residual_output_bits", "Set5", "vs FP"]),
+          f"Integer training ({steps} SGD steps, 32-bit weights, dynamic scales, activations round half up):\n",
+          markdown_table([{**r, "Set5": f"{r['Set5']:.2f}"} for r in training], ["weight_grad_rounding", "steps", "Set5"])]
+    return {"fp_inference": fp, "inference": inference, "training": training, "markdown": "\n".join(md)}

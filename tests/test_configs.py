@@ -32,6 +32,19 @@ TINY_TRAINER_ARGS = [
 ]
 
 
+#: model overrides that make a config's run tiny without changing what it computes
+TINY_MODEL_ARGS = {
+    "MAMLDegradationClassifier": ["--model.init_args.adapt_k=4"],  # the meta-test support set of the tiny data
+    # paper E: a meta-batch of 2 tasks x (1 + 1) patches = data batch 4; 1 online update per test image
+    "ZSSRMetaLearn": ["--model.init_args.tasks_per_step=2", "--model.init_args.support_size=1",
+                      "--model.init_args.query_size=1", "--model.init_args.inner_steps=2",
+                      "--model.init_args.val_online_steps=1", "--model.init_args.online.steps=1"],
+    "ZSSRPretrain": ["--model.init_args.online.steps=1"],
+    "GradientMasks": ["--model.init_args.online.steps=1"],
+    "OnlineZSSR": ["--model.init_args.online.steps=1"],
+}
+
+
 def _fast_args(tmp_path: Path) -> list[str]:
     return ["--trainer.max_steps=2", "--trainer.max_epochs=1", *TINY_TRAINER_ARGS, f"--trainer.default_root_dir={tmp_path}"]
 

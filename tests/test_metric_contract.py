@@ -27,23 +27,12 @@ from lr_lightning.methods.ondevice_sr import GradientMasks, OnlineZSSR, ZeroShot
 from lr_lightning.methods.patchdrop import PatchDrop
 from lr_lightning.methods.sr import SuperResolutionTask
 from tests.conftest import REPO
-from tests.test_configs import CONFIGS, _data_args, _fast_args
+from tests.test_configs import CONFIGS, TINY_MODEL_ARGS, _data_args, _fast_args
 
 DOC = REPO / "docs" / "metrics.md"
 NOT_METRICS = re.compile(r"^(epoch|step|lr-.*)$")
 CLASSIFICATION = (ImageClassifier, PatchDrop, MAMLDegradationClassifier, AutoresolutionClassifier, DarioNetTask)
 SUPER_RESOLUTION = (SuperResolutionTask, DarioNetTask, ZeroShotSRTask)
-#: model overrides that make a config's run tiny without changing what it computes
-TINY_MODEL_ARGS = {
-    "MAMLDegradationClassifier": ["--model.init_args.adapt_k=4"],  # the meta-test support set of the tiny data
-    # paper E: a meta-batch of 2 tasks x (1 + 1) patches = data batch 4; 1 online update per test image
-    "ZSSRMetaLearn": ["--model.init_args.tasks_per_step=2", "--model.init_args.support_size=1",
-                      "--model.init_args.query_size=1", "--model.init_args.inner_steps=2",
-                      "--model.init_args.val_online_steps=1", "--model.init_args.online.steps=1"],
-    "ZSSRPretrain": ["--model.init_args.online.steps=1"],
-    "GradientMasks": ["--model.init_args.online.steps=1"],
-    "OnlineZSSR": ["--model.init_args.online.steps=1"],
-}
 
 
 def documented_keys() -> list[re.Pattern[str]]:
