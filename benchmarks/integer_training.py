@@ -200,17 +200,17 @@ def sr_runs(p: dict[str, Any], out: Path) -> dict[str, Any]:
     # the pre-trained weights in integer arithmetic without training (the callback converts at test set-up)
     res["pretrained_integer_no_training"] = run("int_no_training", [IntegerTrainingCallback(lr=SGD_LR)], 0)
     res["float"] = run("float_sgd", [], n)
-    res["integer"] = run("int32w_dynamic_floor", [IntegerTrainingCallback(lr=SGD_LR)], n)
+    res["integer"] = run("int32w_dynamic_floor", [IntegerTrainingCallback(lr=SGD_LR, rounding="floor")], n)
     res["integer_pruned50"] = run(
         "int32w_dynamic_floor_pruned50",
-        [IntegerTrainingCallback(lr=SGD_LR), GradientPruningCallback(prune_ratio=0.5, mask_batches=p["mask_batches"])],
+        [IntegerTrainingCallback(lr=SGD_LR, rounding="floor"), GradientPruningCallback(prune_ratio=0.5, mask_batches=p["mask_batches"])],
         n + p["mask_batches"],
     )
     m = p["t3_steps"]
-    t3 = {"dynamic_32bit": res["integer"] if m == n else run("t3_dyn32", [IntegerTrainingCallback(lr=SGD_LR)], m)}
-    t3["static_32bit"] = run("t3_static32", [IntegerTrainingCallback(lr=SGD_LR, scales="static")], m)
-    t3["dynamic_8bit"] = run("t3_dyn8", [IntegerTrainingCallback(lr=SGD_LR, weight_bits=8)], m)
-    t3["static_8bit"] = run("t3_static8", [IntegerTrainingCallback(lr=SGD_LR, weight_bits=8, scales="static")], m)
+    t3 = {"dynamic_32bit": res["integer"] if m == n else run("t3_dyn32", [IntegerTrainingCallback(lr=SGD_LR, rounding="floor")], m)}
+    t3["static_32bit"] = run("t3_static32", [IntegerTrainingCallback(lr=SGD_LR, scales="static", rounding="floor")], m)
+    t3["dynamic_8bit"] = run("t3_dyn8", [IntegerTrainingCallback(lr=SGD_LR, weight_bits=8, rounding="floor")], m)
+    t3["static_8bit"] = run("t3_static8", [IntegerTrainingCallback(lr=SGD_LR, weight_bits=8, scales="static", rounding="floor")], m)
     t3["dynamic_32bit_nearest"] = run("t3_dyn32_nearest", [IntegerTrainingCallback(lr=SGD_LR, rounding="nearest")], m)
     t3["float_sgd"] = res["float"] if m == n else run("t3_float", [], m)
     res["table3"] = t3
@@ -261,14 +261,14 @@ def conv4_runs(p: dict[str, Any], out: Path) -> dict[str, Any]:
     seed_everything(0)
     res["float_nobn_sgd"] = run("float_nobn_he_sgd", _he_no_bn_conv4(), "sgd", SGD_LR, [])
     seed_everything(0)
-    res["integer"] = run("int_nobn_he_sgd_floor", _he_no_bn_conv4(), "sgd", SGD_LR, [IntegerTrainingCallback(lr=SGD_LR)])
+    res["integer"] = run("int_nobn_he_sgd_floor", _he_no_bn_conv4(), "sgd", SGD_LR, [IntegerTrainingCallback(lr=SGD_LR, rounding="floor")])
     seed_everything(0)
     res["integer_nearest"] = run(
         "int_nobn_he_sgd_nearest", _he_no_bn_conv4(), "sgd", SGD_LR, [IntegerTrainingCallback(lr=SGD_LR, rounding="nearest")]
     )
     seed_everything(0)
     res["integer_default_init"] = run(
-        "int_bnfolded_default_init_sgd", Conv4(10, 16), "sgd", SGD_LR, [IntegerTrainingCallback(lr=SGD_LR, fold_batchnorm=True)]
+        "int_bnfolded_default_init_sgd", Conv4(10, 16), "sgd", SGD_LR, [IntegerTrainingCallback(lr=SGD_LR, fold_batchnorm=True, rounding="floor")]
     )
     return res
 
