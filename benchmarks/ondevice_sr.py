@@ -48,14 +48,19 @@ from lightning.pytorch import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, markdown_table, median_time, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, markdown_table, write_results  # noqa: E402
 from lr_lightning.data import KernelSRDataModule  # noqa: E402
 from lr_lightning.data.image_io import default_data_root  # noqa: E402
 from lr_lightning.data.kernel_sr import DEFAULT_TEST_KERNELS  # noqa: E402
 from lr_lightning.data.sr import load_folder_images  # noqa: E402
 from lr_lightning.degrade import upsample  # noqa: E402
 from lr_lightning.degrade.kernels import load_kernel  # noqa: E402
-from lr_lightning.degrade.zero_shot import bicubic_downsample, kernel_downsample, mod_crop, quantize_8bit  # noqa: E402
+from lr_lightning.degrade.zero_shot import (  # noqa: E402
+    bicubic_downsample,
+    kernel_downsample,
+    mod_crop,
+    quantize_8bit,
+)
 from lr_lightning.methods.ondevice_sr import (  # noqa: E402
     GradientMasks,
     ZSSRMetaLearn,

@@ -15,7 +15,16 @@ import torch
 from lightning.pytorch import seed_everything
 
 from benchmarks.common import markdown_table, median_time
-from benchmarks.ondevice_sr import RUNS, WEIGHTS, bicubic_pairs, datamodule, load_theta, mean_ci, paired, trainer
+from benchmarks.ondevice_sr import (
+    RUNS,
+    WEIGHTS,
+    bicubic_pairs,
+    datamodule,
+    load_theta,
+    mean_ci,
+    paired,
+    trainer,
+)
 from lr_lightning.callbacks import IntegerTrainingCallback
 from lr_lightning.callbacks.cost import acceleration_table, table5_memory_kb, zssr8_shapes
 from lr_lightning.degrade.zero_shot import bicubic_downsample
@@ -23,7 +32,13 @@ from lr_lightning.methods.ondevice_sr import ZSSRPretrain, install_masks
 from lr_lightning.methods.optim import OptimSpec
 from lr_lightning.metrics import psnr_y
 from lr_lightning.nn import ZSSR8
-from lr_lightning.quant import calibrate_static_scales, convert_to_integer, eq15_update, integer_layers, save_scale_state
+from lr_lightning.quant import (
+    calibrate_static_scales,
+    convert_to_integer,
+    eq15_update,
+    integer_layers,
+    save_scale_state,
+)
 
 PAPER_T34 = {"Set5": {"Bicubic": 28.42, "FP": 30.83, "8-bit": 30.63, "8-bit(Ours)": 30.75},
              "BSD100": {"Bicubic": 25.95, "FP": 27.04, "8-bit": 26.95, "8-bit(Ours)": 27.00}}

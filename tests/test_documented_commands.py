@@ -28,7 +28,10 @@ import yaml
 
 from lr_lightning.cli import console_main, main
 from tests.conftest import REPO, shared_data_root, write_image_folder
-from tests.test_configs import TINY_MODEL_ARGS, _data_args  # real data if present, else a synthetic stand-in
+from tests.test_configs import (  # real data if present, else a synthetic stand-in
+    TINY_MODEL_ARGS,
+    _data_args,
+)
 
 PROGRAMS = ("lr-lightning ", "python -m lr_lightning ")
 

@@ -12,7 +12,12 @@ import torch
 from scipy import ndimage
 
 from lr_lightning.degrade import gaussian_kernel
-from lr_lightning.degrade.zero_shot import KernelDistribution, kernel_downsample, make_son, stack_kernels
+from lr_lightning.degrade.zero_shot import (
+    KernelDistribution,
+    kernel_downsample,
+    make_son,
+    stack_kernels,
+)
 from lr_lightning.methods.ondevice_sr import (
     GradientMasks,
     OnlineSpec,

@@ -6,7 +6,12 @@ kernels), :class:`GradientMasks` (Eq. 7-9, a masks file). Online (Alg. 2): the `
 :func:`zero_shot_adapt`. See docs/ondevice_sr.md.
 """
 
-from lr_lightning.methods.ondevice_sr.masks import knapsack_masks, layerwise_masks, load_masks, save_masks
+from lr_lightning.methods.ondevice_sr.masks import (
+    knapsack_masks,
+    layerwise_masks,
+    load_masks,
+    save_masks,
+)
 from lr_lightning.methods.ondevice_sr.module import (
     GradientMasks,
     OnlineSpec,
@@ -16,7 +21,12 @@ from lr_lightning.methods.ondevice_sr.module import (
     ZSSRPretrain,
     multi_step_weights,
 )
-from lr_lightning.methods.ondevice_sr.online import OnlineResult, install_masks, prepare_network, zero_shot_adapt
+from lr_lightning.methods.ondevice_sr.online import (
+    OnlineResult,
+    install_masks,
+    prepare_network,
+    zero_shot_adapt,
+)
 
 __all__ = [
     "GradientMasks",

@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lr_lightning.callbacks.cost import chain_cost, channel_choices, importance_values, solve_masks, uniform_kept
+from lr_lightning.callbacks.cost import (
+    chain_cost,
+    channel_choices,
+    importance_values,
+    solve_masks,
+    uniform_kept,
+)
 
 FORMAT = "lr-lightning-gradient-masks/1"
 

@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from lr_lightning.degrade.zero_shot import KernelDistribution, bicubic_downsample, kernel_downsample
 from lr_lightning.meta import functional_forward, inner_loop, meta_parameters
 from lr_lightning.methods.base import BaseTask, batch_entry
-from lr_lightning.methods.ondevice_sr.masks import knapsack_masks, layerwise_masks, load_masks, ratio_key, save_masks
+from lr_lightning.methods.ondevice_sr.masks import (
+    knapsack_masks,
+    layerwise_masks,
+    load_masks,
+    ratio_key,
+    save_masks,
+)
 from lr_lightning.methods.ondevice_sr.online import conv_layers, zero_shot_adapt
 from lr_lightning.methods.optim import OptimSpec
 from lr_lightning.metrics import psnr_y

@@ -24,7 +24,13 @@ from torch import Tensor, nn
 
 from lr_lightning.degrade.zero_shot import make_son
 from lr_lightning.metrics import psnr_y
-from lr_lightning.quant import GradMaskedConv2d, IntConv2d, convert_to_integer, eq15_update, integer_layers
+from lr_lightning.quant import (
+    GradMaskedConv2d,
+    IntConv2d,
+    convert_to_integer,
+    eq15_update,
+    integer_layers,
+)
 
 Arithmetic = Literal["float", "integer"]
 
