@@ -5,6 +5,7 @@
     python benchmarks/ondevice_sr.py --profile x2        # the x2 profile
     python benchmarks/ondevice_sr.py --profile smoke     # minutes, checks the plumbing (own file names)
     python benchmarks/ondevice_sr.py --resume --stages pretrain_bic,pretrain_meta   # some stages only
+    python benchmarks/ondevice_sr.py --resume --redo online_lr,table1,table6         # run stages again
 
 Stages (each stored in ``benchmarks/results/ondevice_sr[_<profile>].json`` when it finishes, with
 the trained weights and masks in ``benchmarks/results/ondevice_sr_weights/``, so ``--resume``
@@ -79,7 +80,7 @@ RUNS = REPO / "benchmarks" / "runs" / "ondevice_sr"
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
         "scale": 4, "patch": 64, "batch": 16, "pretrain_steps": 3000, "maml_minutes": 7.5, "mask_batches": 50,
-        "lr_grid": [0.01, 0.03, 0.1, 0.3], "val_images": 14, "pairing": "all", "online_steps": 10,
+        "lr_grid": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "val_images": 14, "pairing": "all", "online_steps": 10,
         "ratios": [0.27, 0.5, 0.67, 0.85], "full_pair_ratios": [0.0, 0.85], "scratch_steps": 300, "scratch_patch": 48,
         "scratch_lr": 0.1, "bsd_images": 10, "timing_repeats": 7,
     },
@@ -411,6 +412,7 @@ def main() -> None:
     ap.add_argument("--profile", choices=sorted(PROFILES), default="default")
     ap.add_argument("--resume", action="store_true", help="skip stages already in the results JSON")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ",".join(STAGES))
+    ap.add_argument("--redo", default="", help="comma-separated stages to run again even with --resume")
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = PROFILES[args.profile]
@@ -421,6 +423,9 @@ def main() -> None:
         old = json.loads(path.read_text())
         if old.get("profile") == args.profile:
             results = {**results, **{k: old[k] for k in ("stages", "stage_wall_s") if k in old}}
+    for stage in (s for s in args.redo.split(",") if s):
+        results["stages"].pop(stage, None)
+        results["stage_wall_s"].pop(stage, None)
     wanted = [s for s in args.stages.split(",") if s]
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
