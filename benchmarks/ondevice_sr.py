@@ -502,7 +502,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("")
     if "online_lr" in st:
         lines.append("## Online learning rate, chosen on validation (Set14, kernels from p(k), float, 10 updates)\n")
-        rows = [{"theta": k, **{f"γ={g}": v for g, v in d["val_psnr_y"].items()}, "chosen": d["chosen"]} for k, d in st["online_lr"].items()]
+        rows = [{"theta": k, **{f"γ={g}": v for g, v in d["val_psnr_y"].items()}, "chosen": f"{d['chosen']:g}"} for k, d in st["online_lr"].items()]
         lines.append(markdown_table(rows, list(rows[0])))
     if "table1" in st:
         t1 = st["table1"]
