@@ -75,6 +75,8 @@ from lr_lightning.metrics.ssim import ssim_y  # noqa: E402
 from lr_lightning.nn import ZSSR8  # noqa: E402
 
 WEIGHTS = RESULTS / "ondevice_sr_weights"
+#: every seed the stages use (one training seed per theta: the claims rest on paired test images)
+SEEDS = {"training": 0, "task_and_kernel_sampler": 0, "validation_kernels": 104729, "static_calibration_batches": 1}
 RUNS = REPO / "benchmarks" / "runs" / "ondevice_sr"
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -165,8 +167,7 @@ def save_theta(profile: str, name: str, net: torch.nn.Module) -> None:
                weights_path(profile, name))
 
 
-def datamodule(p: dict[str, Any], patches: int, batch: int, patch: int | None = None,
-               val_images: int | None = None) -> KernelSRDataModule:
+def datamodule(p: dict[str, Any], patches: int, batch: int, patch: int | None = None) -> KernelSRDataModule:
     return KernelSRDataModule(
         train_dirs=["sr/Urban100"], val_dirs=["sr/Set14"], test_dirs=["sr/Set5"], scale=p["scale"],
         patch_size=patch or p["patch"], patches_per_epoch=patches, batch_size=batch, val_kernel_count=2,
@@ -418,7 +419,7 @@ def main() -> None:
     p = PROFILES[args.profile]
     name = "ondevice_sr" if args.profile == "default" else f"ondevice_sr_{args.profile}"
     path = RESULTS / f"{name}.json"
-    results: dict[str, Any] = {"profile": args.profile, "settings": p, "stages": {}, "stage_wall_s": {}}
+    results: dict[str, Any] = {"profile": args.profile, "settings": p, "seeds": SEEDS, "stages": {}, "stage_wall_s": {}}
     if args.resume and path.is_file():
         old = json.loads(path.read_text())
         if old.get("profile") == args.profile:

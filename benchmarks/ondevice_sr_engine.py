@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,11 @@ from lightning.pytorch import seed_everything
 
 from benchmarks.common import markdown_table, median_time
 from benchmarks.ondevice_sr import (
-    RUNS,
     WEIGHTS,
     bicubic_pairs,
+    bicubic_psnr,
     datamodule,
     load_theta,
-    mean_ci,
     paired,
     trainer,
 )
@@ -96,14 +96,9 @@ def stage_table34(p: dict[str, Any], profile: str, results: dict[str, Any]) -> d
         scores = {k: _eval(task.net, v, s) for k, v in sets.items()}
         per[name] = scores
         rows.append({"arm": name, **{k: float(np.mean(v)) for k, v in scores.items()},
-                     "train_loss_last": None, "calibrated_points": len(calib) if calib else 0})
+                     "calibrated_points": len(calib) if calib else 0})
         print(f"table34 {name}: {rows[-1]}", flush=True)
-    bic = {}
-    from lr_lightning.degrade import upsample
-
-    for k, v in sets.items():
-        bic[k] = float(np.mean([float(psnr_y(upsample(pr["lr"], tuple(pr["hr"].shape[-2:]), mode="bicubic").clamp(0, 1),
-                                             pr["hr"], shave=s)[0]) for pr in v]))
+    bic = {k: float(np.mean(bicubic_psnr(v, s))) for k, v in sets.items()}
     tests = {
         "Ours dynamic - FP (Set5)": paired(per["8-bit(Ours) dynamic"]["Set5"], per["FP dynamic"]["Set5"]),
         "Ours dynamic - standard 8-bit dynamic (Set5)": paired(per["8-bit(Ours) dynamic"]["Set5"], per["8-bit dynamic"]["Set5"]),
@@ -238,11 +233,9 @@ def stage_timing(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
         times = []
         for i in range(reps + 2):
             loss = (net(x) - y).abs().mean()
-            import time as _t
-
-            t0 = _t.perf_counter()
+            t0 = time.perf_counter()
             loss.backward()
-            dt = _t.perf_counter() - t0
+            dt = time.perf_counter() - t0
             for layer in integer_layers(net):
                 layer.wgrad = layer.bgrad = None
             if i >= 2:
@@ -259,7 +252,7 @@ def stage_timing(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
     return out
 
 
-__all__ = ["stage_table2", "stage_table34", "stage_timing", "RUNS", "mean_ci"]
+__all__ = ["stage_rounding", "stage_table2", "stage_table34", "stage_timing"]
 
 
 def stage_rounding(p: dict[str, Any], profile: str, results: dict[str, Any]) -> dict[str, Any]:

@@ -196,6 +196,7 @@ def test_gradient_masks_stage_keeps_theta_frozen(tmp_path: Path) -> None:
     task.on_train_end()
     doc = json.loads((tmp_path / "m.json").read_text())
     assert "0.5" in doc["masks"] and "layerwise:0.5" in doc["masks"]
+    assert doc["provenance"]["seed"] == 0 and doc["provenance"]["init_weights"] is None
 
 
 # -- meta-learning -------------------------------------------------------------------------------------

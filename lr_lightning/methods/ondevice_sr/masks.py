@@ -77,13 +77,15 @@ def layerwise_masks(c_out: Sequence[int], frozen_layers: int, ratio: float) -> d
 
 
 def save_masks(path: str | os.PathLike[str], norms: Sequence[np.ndarray], c_in: Sequence[int],
-               masks: dict[str, dict[str, Any]]) -> Path:
-    """Write the masks file (see the module docstring)."""
+               masks: dict[str, dict[str, Any]], provenance: dict[str, Any] | None = None) -> Path:
+    """Write the masks file (see the module docstring); ``provenance`` (seed, source weights,
+    batches) is stored under ``"provenance"``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT, "c_in": [int(c) for c in c_in], "c_out": [len(n) for n in norms],
         "importance": [np.asarray(n, dtype=float).tolist() for n in norms], "masks": masks,
+        "provenance": provenance or {},
     }
     p.write_text(json.dumps(doc, indent=1))
     return p

@@ -149,10 +149,9 @@ class ZeroShotSRTask(BaseTask):
     def forward(self, lr: Tensor) -> Tensor:
         return self.net(self.to_input(lr))
 
-    def meta_lr(self, hr: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def meta_lr(self, hr: Tensor) -> Tensor:
         """``D_meta``: each HR image degraded by its own kernel from ``p(k)`` (Eq. 1)."""
-        ks = self.kernel_dist.sample(hr.shape[0], self.generator)
-        return kernel_downsample(hr, ks, self.hparams.scale), ks
+        return kernel_downsample(hr, self.kernel_dist.sample(hr.shape[0], self.generator), self.hparams.scale)
 
     # -- online stage (Alg. 2) ---------------------------------------------------------------------
     def online_masks(self) -> list[Tensor] | None:
@@ -280,7 +279,7 @@ class ZSSRPretrain(ZeroShotSRTask):
         if self.hparams.train_degradation == "bicubic":
             lr = bicubic_downsample(hr, self.hparams.scale)
         else:
-            lr = self.meta_lr(hr)[0]
+            lr = self.meta_lr(hr)
         loss = (self(lr).float() - hr).abs().mean()
         self.log("train/loss", loss, batch_size=hr.shape[0], prog_bar=True)
         return loss
@@ -444,7 +443,7 @@ class GradientMasks(ZeroShotSRTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hr = batch["hr"]
-        lr, _ = self.meta_lr(hr)
+        lr = self.meta_lr(hr)
         loss = (self(lr).float() - hr).abs().mean()
         self.net.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -465,7 +464,9 @@ class GradientMasks(ZeroShotSRTask):
     def on_train_end(self) -> None:
         if not any(n.any() for n in self.norms):
             raise RuntimeError("no gradient was accumulated; run at least one training batch")
-        save_masks(self.hparams.masks_path, self.norms, self.c_in, self.mask_sets())
+        provenance = {"seed": self.hparams.seed, "init_weights": self.hparams.init_weights,
+                      "batches": int(self.trainer.num_training_batches) if self._trainer is not None else None}
+        save_masks(self.hparams.masks_path, self.norms, self.c_in, self.mask_sets(), provenance)
 
 
 class OnlineZSSR(ZeroShotSRTask):

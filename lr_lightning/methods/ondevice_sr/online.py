@@ -30,6 +30,7 @@ from lr_lightning.quant import (
     convert_to_integer,
     eq15_update,
     integer_layers,
+    load_scale_state,
 )
 
 Arithmetic = Literal["float", "integer"]
@@ -94,9 +95,7 @@ def prepare_network(
         p.grad = None
     if arithmetic == "integer":
         net = convert_to_integer(net, weight_bits, scales)
-        if scale_state is not None:
-            from lr_lightning.quant import load_scale_state  # the offline-calibrated static scales
-
+        if scale_state is not None:  # the offline-calibrated static scales
             load_scale_state(net, scale_state)
     else:
         for m in net.modules():
