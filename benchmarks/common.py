@@ -7,6 +7,7 @@ numbers can be traced to the code and machine that produced them.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,3 +105,41 @@ def cli_run_args(out: str | Path, name: str, epochs: int) -> list[str]:
         f"--trainer.logger.init_args.name={name}",
         f"--trainer.default_root_dir={out}",
     ]
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def mean_ci(values: list[float]) -> dict[str, float]:
+    """Mean and the half-width of the 95 % t-interval."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return {"mean": float(x.mean()), "ci95": float("nan"), "n": int(len(x))}
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return {"mean": float(x.mean()), "ci95": half, "n": int(len(x))}
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """Paired difference a - b over the same test pairs: mean, 95 % CI, t-test p and wins."""
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    out = mean_ci(d.tolist())
+    out["p"] = float(stats.ttest_rel(a, b).pvalue) if len(d) > 1 and d.std() > 0 else float("nan")
+    out["wins"] = f"{int((d > 0).sum())}/{len(d)}"
+    return out
+
+
+def mcnemar(correct_a: Any, correct_b: Any) -> dict[str, Any]:
+    """Exact McNemar test of two classifiers on the same images (per-image correctness, same
+    order): ``b`` = images only A gets right, ``c`` = only B; two-sided p of the binomial test
+    of ``b`` vs ``c`` (scipy); ``diff`` = acc(A) - acc(B) in points."""
+    from scipy import stats
+
+    a = np.asarray(correct_a, dtype=bool)
+    bb = np.asarray(correct_b, dtype=bool)
+    if a.shape != bb.shape:
+        raise ValueError(f"McNemar needs the same images: {a.shape} vs {bb.shape}")
+    b, c = int((a & ~bb).sum()), int((~a & bb).sum())
+    p = float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    return {"only_a": b, "only_b": c, "p": p, "diff": float(100 * (a.mean() - bb.mean()))}

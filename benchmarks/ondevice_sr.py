@@ -49,7 +49,7 @@ from lightning.pytorch import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, markdown_table, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, markdown_table, mean_ci, paired, write_results  # noqa: E402
 from lr_lightning.data import KernelSRDataModule  # noqa: E402
 from lr_lightning.data.image_io import default_data_root  # noqa: E402
 from lr_lightning.data.kernel_sr import DEFAULT_TEST_KERNELS  # noqa: E402
@@ -121,28 +121,6 @@ PAPER_TABLE1 = {
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def mean_ci(values: list[float]) -> dict[str, float]:
-    """Mean and the half-width of the 95 % t-interval."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return {"mean": float(x.mean()), "ci95": float("nan"), "n": int(len(x))}
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return {"mean": float(x.mean()), "ci95": half, "n": int(len(x))}
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """Paired difference a - b over the same test pairs: mean, 95 % CI, t-test p and wins."""
-    from scipy import stats
-
-    d = np.asarray(a) - np.asarray(b)
-    out = mean_ci(d.tolist())
-    out["p"] = float(stats.ttest_rel(a, b).pvalue) if len(d) > 1 and d.std() > 0 else float("nan")
-    out["wins"] = f"{int((d > 0).sum())}/{len(d)}"
-    return out
-
-
 def data_root() -> Path:
     return Path(default_data_root())
 

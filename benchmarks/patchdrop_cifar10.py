@@ -1,28 +1,39 @@
-"""PatchDrop (paper C) on CIFAR-10: Table-2 rows, hard positives (Table 4), conditional BagNet
-(Table 3), step-time profile.
+"""PatchDrop (paper C) on CIFAR-10: accuracy-vs-S frontiers of a learned policy and of the fixed /
+stochastic / saliency masks, with seeds, intervals and paired tests.
 
-    python benchmarks/patchdrop_cifar10.py                  # small profile, <= 40 min on 2 cores
-    python benchmarks/patchdrop_cifar10.py --profile paper  # the paper's epochs (GPU; not run here)
-    python benchmarks/patchdrop_cifar10.py --smoke          # every stage for a few steps
+    python benchmarks/patchdrop_cifar10.py                    # default profile, resumable
+    python benchmarks/patchdrop_cifar10.py --resume           # skip the stages already in the JSON
+    python benchmarks/patchdrop_cifar10.py --resume --stages classifiers,curves_pt   # some stages
+    python benchmarks/patchdrop_cifar10.py --resume --redo pt_sweep                 # run one again
+    python benchmarks/patchdrop_cifar10.py --profile smoke    # every stage for a few steps
+    python benchmarks/patchdrop_cifar10.py --profile paper    # the paper's epochs (GPU; not run here)
 
-Every model is trained through the project's configs (``configs/patchdrop/``) with the CLI's
-``main``; selection is on the validation split (10% of train), each model is tested once on
-the 10k CIFAR-10 test images. HR 32x32, LR 8x8 (nearest x4), 4 x 4 grid (P = 16).
+HR 32x32, LR 8x8 (nearest x4), 4x4 grid (P = 16). Every model is trained through the project's
+configs (``configs/patchdrop/``) with the CLI's ``main``; every choice (learning rate, sigma,
+epoch) is made on the validation split (10 % of train, fixed); the 10k test images are only
+evaluated, in one fixed order, so per-image correctness is paired across methods (McNemar).
 
-1. Classifiers: HR ResNet32 (HR-CNN row, S = 16); LR ResNet32 on the LR image upsampled
-   bilinearly, initialised from the HR one (LR-CNN row, S = 0).
-2. PatchDrop Pt -> Ft-1 -> Ft-2 (chained checkpoints).
-3. Baselines at every stage with S = ceil(PatchDrop's mean test S at that stage), i.e. at least as
-   many patches as PatchDrop: Fixed-H, Fixed-V, Stochastic (expected S), STN-style saliency.
-   Pt = the frozen HR classifier on the baseline's masks (saliency: its net trained at Pt);
-   Ft-1 = HR classifier fine-tuned on the masks; Ft-2 = as Ft-1 plus the LR stream (Eq. 7),
-   starting from the baseline's Ft-1 checkpoint. Same epochs as PatchDrop's stages.
-4. Hard positives (Sec. 7): the HR classifier fine-tuned with no augmentation, CutOut and
-   PatchDrop hard positives (Ft-1 policy), tested on the original images. The paper trains
-   from scratch; the small profile fine-tunes for a few epochs (stated in the output).
-5. Conditional BagNet (Sec. 6): PatchBagNet on all patches, PatchDrop Pt and Ft-1 with it, and the
-   inference time of BagNet on all patches vs policy + BagNet on the sampled patches.
-6. Step time of Pt and Ft-1 training (B = 256) and the share spent in the agent + masking.
+Stages (each writes its rows into ``benchmarks/results/patchdrop_cifar10.json`` as it finishes;
+the trained weights go to ``benchmarks/results/patchdrop_weights/`` so ``--resume`` works on a
+fresh machine):
+
+1. ``classifiers``: HR ResNet32 (the HR-CNN row) and the LR ResNet32 on the bilinearly upsampled
+   LR image, initialised from the HR one (LR-CNN row; the Ft-2 LR stream).
+2. ``curves_pt``: the frozen HR classifier under Fixed-H, Fixed-V and Stochastic masks at every
+   S = 0..16 (validation and test), and the headroom check: an oracle that picks, per image, the
+   best of K fixed masks of S patches (what an image-conditional policy could gain at most
+   among them) against the best single mask.
+3. ``stn_pt``: the STN-style saliency baseline trained at S = ``stn_s`` (3 seeds), evaluated with
+   its top-S patches at every S.
+4. ``pt_sweep``: PatchDrop Pt over policy learning rate x sigma (+ the exploration options at one
+   sigma), seed 0; the learning rate is chosen per sigma by the best validation reward.
+5. ``pt_seeds``: seeds 1, 2 of the chosen Pt setting(s); ``pt_eval``: every Pt policy's greedy
+   test action, its threshold curve, and the paired comparison with every baseline at the floor,
+   ceil and interpolation of its mean S.
+6. ``ft1`` / ``ft2``: PatchDrop fine-tuning (3 seeds) and the baselines fine-tuned on their own
+   masks at the floor and ceil of PatchDrop's mean *validation* S (seed 0; the best baseline at
+   the ceil with 3 seeds), all for the same epochs.
+7. ``timing``: Pt / Ft-1 / Ft-2 step and epoch time.
 """
 
 from __future__ import annotations
@@ -31,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 import lr_lightning.methods.patchdrop  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
 from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
@@ -48,329 +59,747 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     cli_run_args,
     markdown_table,
+    mcnemar,
+    mean_ci,
     median_time,
     write_results,
 )
-from lr_lightning.cli import main  # noqa: E402
+from lr_lightning.cli import main as cli_main  # noqa: E402
+from lr_lightning.data import CIFARDataModule  # noqa: E402
+from lr_lightning.degrade import Degradation  # noqa: E402
+from lr_lightning.methods.patchdrop.frontier import accuracy_curve, interpolate_at, oracle_accuracy  # noqa: E402
+from lr_lightning.methods.patchdrop.model import PatchDropModel  # noqa: E402
+from lr_lightning.nn import CifarResNet  # noqa: E402
 
+NAME = "patchdrop_cifar10"
 CFG = REPO / "configs" / "patchdrop"
+WEIGHTS = RESULTS / "patchdrop_weights"
+_SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.25, 0.5, 1.0], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
+              stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9])
 PROFILES: dict[str, dict[str, Any]] = {
-    # <= 40 min on 2 CPU cores
-    "small": dict(hr_epochs=10, lr_epochs=3, pt_epochs=10, ft1_epochs=4, ft2_epochs=2, stn_epochs=4, hp_epochs=3,
-                  bag_epochs=6, bag_pt_epochs=5, bag_ft1_epochs=3, pt_batch=256, ft_batch=128, pt_lr=1e-3, ft_policy_lr=1e-3,
-                  classifier_lr=1e-4, hp_lr=0.01, limit_train=None),
-    # the paper's CIFAR-10 schedule (Sec. 5.3): Pt 3400 epochs batch 1024, Ft-1 1680 / Ft-2 990 epochs batch 256, lr 1e-4
-    "paper": dict(hr_epochs=200, lr_epochs=100, pt_epochs=3400, ft1_epochs=1680, ft2_epochs=990, stn_epochs=200, hp_epochs=200,
-                  bag_epochs=200, bag_pt_epochs=3400, bag_ft1_epochs=1680, pt_batch=1024, ft_batch=256, pt_lr=1e-4,
-                  ft_policy_lr=1e-4, classifier_lr=1e-4, hp_lr=0.1, limit_train=None),
-    "smoke": dict(hr_epochs=1, lr_epochs=1, pt_epochs=1, ft1_epochs=1, ft2_epochs=1, stn_epochs=1, hp_epochs=1,
-                  bag_epochs=1, bag_pt_epochs=1, bag_ft1_epochs=1, pt_batch=64, ft_batch=32, pt_lr=1e-3, ft_policy_lr=1e-3,
-                  classifier_lr=1e-4, hp_lr=0.01, limit_train=3),
+    "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
+                    ft_batch=256, ft_sigmas=[0.5, 2.0], classifier_lr=1e-4, limit_train=None, limit_eval=None, **_SWEEP),
+    # the paper's CIFAR-10 schedule (Sec. 5.3): Pt 3400 epochs batch 1024 lr 1e-4, Ft-1 1680 / Ft-2 990 epochs batch 256
+    "paper": dict(hr_epochs=200, lr_epochs=100, stn_epochs=200, pt_epochs=3400, pt_batch=1024, ft1_epochs=1680, ft2_epochs=990,
+                  ft_batch=256, ft_sigmas=[5.0], classifier_lr=1e-4, limit_train=None, limit_eval=None,
+                  **{**_SWEEP, "pt_lrs": [1e-4], "pt_sigmas": [0.5]}),
+    "smoke": dict(hr_epochs=1, lr_epochs=1, stn_epochs=1, pt_epochs=1, pt_batch=64, ft1_epochs=1, ft2_epochs=1, ft_batch=64,
+                  ft_sigmas=[0.5], classifier_lr=1e-4, limit_train=3, limit_eval=2,
+                  **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3}),
 }
+STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing"]
+RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
-BASELINES = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "saliency": "STN"}
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.p = PROFILES["smoke" if args.smoke else args.profile]
-        self.out = Path(args.out)
-        self.runs: dict[str, dict[str, Any]] = {}
+class Runner:
+    """Trains and tests one config through the CLI; keeps the run directories under ``out``."""
 
-    def common(self, name: str, epochs: int) -> list[str]:
-        args = [*cli_run_args(self.out, name, epochs), "--trainer.num_sanity_val_steps=0",
-                "--trainer.log_every_n_steps=20", "--data.init_args.eval_batch_size=500"]
+    def __init__(self, profile: str, out: Path) -> None:
+        self.profile = profile
+        self.p = PROFILES[profile]
+        self.out = out
+
+    def args(self, name: str, epochs: int, seed: int) -> list[str]:
+        args = [*cli_run_args(self.out, name, epochs), "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=20",
+                "--data.init_args.eval_batch_size=500", f"--seed_everything={seed}"]
         if self.p["limit_train"]:
-            args += [f"--trainer.limit_train_batches={self.p['limit_train']}", "--trainer.limit_val_batches=2",
-                     "--trainer.limit_test_batches=2"]
+            args += [f"--trainer.limit_train_batches={self.p['limit_train']}", f"--trainer.limit_val_batches={self.p['limit_eval']}",
+                     f"--trainer.limit_test_batches={self.p['limit_eval']}"]
         return args
 
-    def run(self, name: str, config: str, epochs: int, extra: list[str], train: bool = True) -> dict[str, Any]:
-        """Fit (unless ``train`` is false) then test once; returns metrics and the best checkpoint."""
-        cli = main(["--config", str(CFG / config), *self.common(name, epochs), *extra], run=False)
+    def fit(self, name: str, config: str, epochs: int, extra: list[str], seed: int = 0, test: bool = True) -> dict[str, Any]:
+        """Fit a config, then (``test``) test its best-by-validation checkpoint once."""
+        cli = cli_main(["--config", str(CFG / config), *self.args(name, epochs, seed), *extra], run=False)
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-        fit_s, best = 0.0, None
-        if train:
-            t0 = time.perf_counter()
-            trainer.fit(model, datamodule=dm)
-            fit_s = time.perf_counter() - t0
-            best = trainer.checkpoint_callback.best_model_path
-        res = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)[0]
-        out: dict[str, Any] = {"name": name, "checkpoint": best, "train_s": round(fit_s, 1), "epochs": epochs if train else 0,
-                               "acc": round(100 * float(res["test/acc"]), 2), "log_dir": os.path.relpath(trainer.log_dir, REPO)}
-        out.update({f"acc_{k.split('/')[-1]}": round(100 * float(v), 2) for k, v in res.items() if k.startswith("test/acc/")})
-        if "test/hr_patches" in res:
-            out["S"] = round(float(res["test/hr_patches"]), 2)
-        stats = Path(trainer.log_dir) / "patchdrop_test.json"
-        if stats.is_file():
-            out["stats"] = json.loads(stats.read_text())
-        print(f"[{name}] acc {out['acc']:.2f} %" + (f", S {out['S']:.2f}" if "S" in out else "") + f", train {fit_s:.0f} s", flush=True)
-        self.runs[name] = out
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        fit_s = time.perf_counter() - t0
+        best = trainer.checkpoint_callback.best_model_path
+        out: dict[str, Any] = {"name": name, "seed": seed, "epochs": epochs, "train_s": round(fit_s, 1), "checkpoint": best,
+                               "best_val": float(trainer.checkpoint_callback.best_model_score or float("nan")),
+                               "log_dir": os.path.relpath(trainer.log_dir, REPO)}
+        if test:
+            res = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)[0]
+            out["test"] = {k: float(v) for k, v in res.items()}
+        print(f"[{name}] best val {out['best_val']:.4f}" + (f", test acc {100 * out['test'].get('test/acc', float('nan')):.2f} %" if test else "")
+              + f", train {fit_s:.0f} s", flush=True)
         return out
 
-    # -- stages --------------------------------------------------------------------------------
-    def classifiers(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        p = self.p
-        # SR baseline: the HR classifier on the LR image upsampled with bicubic interpolation
-        hr = self.run("classifier_hr", "cifar10_classifier_hr.yaml", p["hr_epochs"], ["--model.init_args.test_degradations=[nearest4+up]"])
-        lr = self.run("classifier_lr", "cifar10_classifier_lr.yaml", p["lr_epochs"],
-                      [f"--model.init_args.init_checkpoint={hr['checkpoint']}"])
-        return hr, lr
 
-    def patchdrop(self, hr: dict[str, Any], lr: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        p = self.p
-        pt = self.run("patchdrop_pt", "cifar10_pt.yaml", p["pt_epochs"], [
-            f"--model.init_args.hr_checkpoint={hr['checkpoint']}", f"--model.init_args.optim.learning_rate={p['pt_lr']}",
-            f"--data.init_args.batch_size={p['pt_batch']}"])
-        ft = [f"--model.init_args.optim.learning_rate={p['ft_policy_lr']}", f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}",
-              f"--data.init_args.batch_size={p['ft_batch']}"]
-        ft1 = self.run("patchdrop_ft1", "cifar10_ft1.yaml", p["ft1_epochs"], [
-            f"--model.init_args.init_checkpoint={pt['checkpoint']}", *ft])
-        ft2 = self.run("patchdrop_ft2", "cifar10_ft2.yaml", p["ft2_epochs"], [
-            f"--model.init_args.init_checkpoint={ft1['checkpoint']}", f"--model.init_args.lr_checkpoint={lr['checkpoint']}", *ft])
-        return {"Pt": pt, "Ft-1": ft1, "Ft-2": ft2}
+def save_weights(checkpoint: str, prefix: str, path: Path) -> str:
+    """The ``prefix`` sub-state of a Lightning checkpoint as a plain state dict (no optimiser
+    state), committed with the results so a fresh machine can ``--resume``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    own = {k: v for k, v in state.items() if k.startswith(prefix)}
+    if not own:
+        raise ValueError(f"{checkpoint!r} has no {prefix!r} weights")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(own, path)
+    return os.path.relpath(path, REPO)
 
-    def baseline(self, kind: str, s: dict[str, int], hr: dict[str, Any], lr: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        p = self.p
-        lr_stream = [f"--model.init_args.lr_classifier={RESNET32}", f"--model.init_args.lr_checkpoint={lr['checkpoint']}"]
-        cls = [f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}", f"--data.init_args.batch_size={p['ft_batch']}"]
-        out: dict[str, dict[str, Any]] = {}
-        if kind == "saliency":
-            pt = self.run(f"{kind}_pt", "cifar10_stn_pt.yaml", p["stn_epochs"], [
-                f"--model.init_args.hr_checkpoint={hr['checkpoint']}", f"--model.init_args.num_kept={s['Pt']}",
-                f"--data.init_args.batch_size={p['pt_batch']}"])
-            start = [f"--model.init_args.init_checkpoint={pt['checkpoint']}", f"--model.init_args.policy={RESNET8_POLICY}"]
+
+def weights_path(profile: str, name: str) -> Path:
+    return WEIGHTS / f"{profile}_{name}.pt"
+
+
+# -- stages ------------------------------------------------------------------------------------------
+def stage_classifiers(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """HR-CNN (ResNet32 on the 32x32 image) and LR-CNN (ResNet32 on the 8x8 image upsampled
+    bilinearly, initialised from the HR one, as the paper does)."""
+    p = r.p
+    hr = r.fit("classifier_hr", "cifar10_classifier_hr.yaml", p["hr_epochs"], [])
+    hr_w = save_weights(hr["checkpoint"], "net.", weights_path(r.profile, "classifier_hr"))
+    lr = r.fit("classifier_lr", "cifar10_classifier_lr.yaml", p["lr_epochs"], [f"--model.init_args.init_checkpoint={REPO / hr_w}"])
+    lr_w = save_weights(lr["checkpoint"], "net.", weights_path(r.profile, "classifier_lr"))
+    return {"hr": {**hr, "weights": hr_w, "acc": round(100 * hr["test"]["test/acc"], 2)},
+            "lr": {**lr, "weights": lr_w, "acc": round(100 * lr["test"]["test/acc"], 2)}}
+
+
+# -- evaluation helpers ------------------------------------------------------------------------------
+_BATCHES: dict[tuple[str, int | None], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+
+def eval_batches(split: str, limit: int | None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The fixed validation split (10 % of train, data seed 0, as in every CLI run) or the 10k
+    test images, as ``(hr, lr, label)`` batches of 500 in one fixed order."""
+    key = (split, limit)
+    if key not in _BATCHES:
+        dm = CIFARDataModule(batch_size=500, eval_batch_size=500, degradation=Degradation("nearest", 4))
+        dm.setup("fit" if split == "val" else "test")
+        loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+        out = []
+        for i, b in enumerate(loader):
+            if limit and i >= limit:
+                break
+            b = dm.on_after_batch_transfer(b, 0)
+            out.append((b["hr"], b["lr"], b["label"]))
+        _BATCHES[key] = out
+    return _BATCHES[key]
+
+
+def _sub(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_model(*, hr: str, stage: str | None = None, lr: str | None = None) -> PatchDropModel:
+    """A PatchDropModel for evaluation: HR classifier from ``hr`` (``net.*``) unless the stage
+    weights ``stage`` (``model.*``) hold a fine-tuned one; their policy when they have one; the
+    LR stream from ``lr`` (Ft-2)."""
+    from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+
+    state = torch.load(REPO / stage, map_location="cpu", weights_only=True) if stage else {}
+    policy_state = _sub(state, "model.policy.")
+    model = PatchDropModel(grid=4, policy_kind="learned" if policy_state else "full", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                           hr_classifier=CifarResNet(32, 10), policy=CifarResNet(8, 16) if policy_state else None,
+                           lr_classifier=CifarResNet(32, 10) if lr else None, channels_last=True)
+    hr_state = _sub(state, "model.hr_classifier.") or _sub(torch.load(REPO / hr, map_location="cpu", weights_only=True), "net.")
+    model.hr_classifier.load_state_dict(hr_state)
+    if policy_state:
+        model.policy.load_state_dict(policy_state)
+    if lr:
+        model.lr_classifier.load_state_dict(_sub(torch.load(REPO / lr, map_location="cpu", weights_only=True), "net."))
+    return model.to(memory_format=torch.channels_last).eval()
+
+
+def curve(model: PatchDropModel, split: str, r: Runner, rule: str, levels: list[float], seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`accuracy_curve` under bf16 autocast (as the training runs)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return accuracy_curve(model, eval_batches(split, r.p["limit_eval"]), rule, levels, seed=seed)  # type: ignore[arg-type]
+
+
+def points(c: list[dict[str, Any]]) -> list[dict[str, float]]:
+    return [{"level": q["level"], "S": round(q["mean_S"], 3), "acc": round(q["acc"], 2)} for q in c]
+
+
+def save_stage_weights(checkpoint: str, path: Path, prefixes: tuple[str, ...], half: bool = False) -> str:
+    """``model.*`` entries of a PatchDrop checkpoint with the given prefixes (plain state dict;
+    ``half`` stores float tensors in float16 to keep the committed files small)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    own = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefixes)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(own, path)
+    return os.path.relpath(path, REPO)
+
+
+def compose_init(r: Runner, name: str, *, hr_w: str, stage_w: str | None) -> str:
+    """A plain state dict with ``model.hr_classifier.*`` (the stage's own, else the HR classifier)
+    and ``model.policy.*`` (when the stage has one), for a next stage's ``init_checkpoint``."""
+    state = torch.load(REPO / stage_w, map_location="cpu", weights_only=True) if stage_w else {}
+    merged = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if not any(k.startswith("model.hr_classifier.") for k in merged):
+        hr = torch.load(REPO / hr_w, map_location="cpu", weights_only=True)
+        merged.update({"model.hr_classifier." + k: v for k, v in _sub(hr, "net.").items()})
+    path = r.out / "init" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(merged, path)
+    return str(path)
+
+
+def greedy_eval(model: PatchDropModel, r: Runner) -> dict[str, Any]:
+    """The learned policy's test action (``s_p > 0.5``) on validation and test: mean S, accuracy
+    and the per-image correctness on test (for the paired tests)."""
+    val = curve(model, "val", r, "threshold", [0.5])[0]
+    test = curve(model, "test", r, "threshold", [0.5])[0]
+    return {"val_S": round(val["mean_S"], 3), "val_acc": round(val["acc"], 2), "S": round(test["mean_S"], 3),
+            "acc": round(test["acc"], 2), "correct": test["correct"]}
+
+
+def baseline_correct(model: PatchDropModel, r: Runner, rule: str, s: int, seed: int) -> torch.Tensor:
+    return curve(model, "test", r, rule, [s], seed=seed)[0]["correct"]
+
+
+def compare(pd_correct: list[torch.Tensor], base_correct: list[torch.Tensor]) -> dict[str, Any]:
+    """PatchDrop minus a baseline over paired seeds: mean +- 95 % CI of the accuracy difference
+    and one exact McNemar test per seed on the same test images."""
+    tests = [mcnemar(a.numpy(), b.numpy()) for a, b in zip(pd_correct, base_correct, strict=True)]
+    return {"diff": mean_ci([t["diff"] for t in tests]), "mcnemar": tests}
+
+
+# -- stages ------------------------------------------------------------------------------------------
+def stage_curves_pt(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Fixed-H / Fixed-V / Stochastic on the frozen HR classifier at S = 0..16, and the headroom
+    of an image-conditional choice among K fixed masks (oracle) over the best single mask."""
+    c = results["stages"]["classifiers"]
+    model = load_model(hr=c["hr"]["weights"])
+    levels = list(range(17))
+    out: dict[str, Any] = {"val": {}, "test": {}, "headroom": []}
+    for split in ("val", "test"):
+        for rule in ("fixed_h", "fixed_v"):
+            out[split][rule] = points(curve(model, split, r, rule, levels))
+        seeds = r.p["seeds"] if split == "test" else r.p["seeds"][:1]
+        out[split]["stochastic"] = {str(sd): points(curve(model, split, r, "stochastic", levels, seed=sd)) for sd in seeds}
+    for split in ("val",):  # the headroom is a property of the task; validation suffices
+        for s in r.p["oracle_s"]:
+            cands = {f"random{k}": curve(model, split, r, "random", [s], seed=k)[0] for k in range(r.p["oracle_k"])}
+            cands.update({rule: curve(model, split, r, rule, [s])[0] for rule in ("fixed_h", "fixed_v")})
+            best = max(cands, key=lambda k: cands[k]["acc"])
+            out["headroom"].append({"split": split, "S": s, "K": len(cands), "best_single": best, "best_single_acc": round(cands[best]["acc"], 2),
+                                    "oracle_acc": round(oracle_accuracy([q["correct"] for q in cands.values()]), 2)})
+            print(f"[headroom] {split} S={s}: best single {best} {cands[best]['acc']:.2f} %, oracle of {len(cands)} "
+                  f"{out['headroom'][-1]['oracle_acc']:.2f} %", flush=True)
+    full = out["test"]["fixed_h"][16]["acc"]
+    out["check_full_image_acc"] = full  # = the HR-CNN's test accuracy (bf16 evaluation)
+    return out
+
+
+def stage_stn_pt(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """The STN-style saliency net, trained through a soft mask of S = ``stn_s`` patches by the
+    frozen HR classifier (3 seeds), then its top-S rule at every S."""
+    p, c = r.p, results["stages"]["classifiers"]
+    runs = {}
+    for seed in p["seeds"]:
+        run = r.fit(f"stn_pt_seed{seed}", "cifar10_stn_pt.yaml", p["stn_epochs"], [
+            f"--model.init_args.hr_checkpoint={REPO / c['hr']['weights']}", f"--model.init_args.num_kept={p['stn_s']}",
+            f"--data.init_args.batch_size={p['pt_batch']}"], seed=seed, test=False)
+        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, f"stn_pt_seed{seed}"), ("model.policy.",))
+        model = load_model(hr=c["hr"]["weights"], stage=w)
+        runs[str(seed)] = {**{k: run[k] for k in ("seed", "epochs", "train_s", "best_val")}, "weights": w,
+                           "val": points(curve(model, "val", r, "top_s", list(range(17)))),
+                           "test": points(curve(model, "test", r, "top_s", list(range(17))))}
+    return {"train_S": p["stn_s"], "runs": runs}
+
+
+def pt_args(r: Runner, results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    c = results["stages"]["classifiers"]
+    args = [f"--model.init_args.hr_checkpoint={REPO / c['hr']['weights']}", f"--model.init_args.optim.learning_rate={cfg['lr']}",
+            f"--model.init_args.sigma={cfg['sigma']}", f"--data.init_args.batch_size={r.p['pt_batch']}"]
+    return args + [f"--model.init_args.{k}={v}" for k, v in cfg.get("explore", {}).items()]
+
+
+def cfg_name(cfg: dict[str, Any]) -> str:
+    ex = "_".join(f"{k}{v:g}" for k, v in cfg.get("explore", {}).items())
+    return f"pt_sigma{cfg['sigma']:g}_lr{cfg['lr']:g}" + (f"_{ex}" if ex else "")
+
+
+def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    name = f"{cfg_name(cfg)}_seed{seed}"
+    run = r.fit(name, "cifar10_pt.yaml", r.p["pt_epochs"], pt_args(r, results, cfg), seed=seed, test=False)
+    w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates"))
+    model = load_model(hr=results["stages"]["classifiers"]["hr"]["weights"], stage=w)
+    g = greedy_eval(model, r)
+    g.pop("correct")
+    print(f"[{name}] val reward {run['best_val']:.4f}, val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}", flush=True)
+    return {**cfg, "seed": seed, "name": name, "weights": w, "val_reward": round(run["best_val"], 4), "train_s": run["train_s"],
+            "epochs": run["epochs"], **g}
+
+
+def stage_pt_sweep(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Pt over learning rate x sigma (seed 0); per sigma the learning rate with the best
+    validation reward; the exploration options at the sigma whose validation S is nearest the
+    middle of the target range, with that learning rate. The claim setting = the best of them
+    by validation reward."""
+    p = r.p
+    runs = [run_pt(r, results, {"sigma": sg, "lr": lr}, 0) for sg in p["pt_sigmas"] for lr in p["pt_lrs"]]
+    chosen = {}
+    for sg in p["pt_sigmas"]:
+        cand = [q for q in runs if q["sigma"] == sg]
+        chosen[str(sg)] = max(cand, key=lambda q: q["val_reward"])["name"]
+    by_name = {q["name"]: q for q in runs}
+    mid = sum(p["s_range"]) / 2
+    claim_sigma = min(p["pt_sigmas"], key=lambda sg: abs(by_name[chosen[str(sg)]]["val_S"] - mid))
+    base = by_name[chosen[str(claim_sigma)]]
+    for ex in p["explore"]:
+        runs.append(run_pt(r, results, {"sigma": claim_sigma, "lr": base["lr"], "explore": ex}, 0))
+    cand = [q for q in runs if q["sigma"] == claim_sigma]
+    claim = max(cand, key=lambda q: q["val_reward"])
+    chosen[str(claim_sigma)] = claim["name"]
+    return {"runs": runs, "chosen_per_sigma": chosen, "claim_sigma": claim_sigma,
+            "claim": {k: claim[k] for k in ("sigma", "lr")} | {"explore": claim.get("explore", {})}, "claim_run": claim["name"]}
+
+
+def stage_pt_seeds(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    sw = results["stages"]["pt_sweep"]
+    cfg = sw["claim"]
+    seed0 = next(q for q in sw["runs"] if q["name"] == sw["claim_run"])
+    return {"config": cfg, "runs": [seed0] + [run_pt(r, results, cfg, seed) for seed in r.p["seeds"][1:]]}
+
+
+def baselines_at(r: Runner, results: dict[str, Any], s_val: float, s_test: float, pd_correct: list[torch.Tensor], seeds: list[int],
+                 curves: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[str, Any]]:
+    """Every frozen-classifier baseline at floor / ceil of PatchDrop's mean validation S and
+    interpolated at its mean test S, paired with PatchDrop's seeds."""
+    c = results["stages"]["classifiers"]
+    frozen = load_model(hr=c["hr"]["weights"])
+    stn = results["stages"]["stn_pt"]["runs"]
+    out = []
+    for rule, label in RULE_LABEL.items():
+        for which, s in (("floor", int(s_val // 1)), ("ceil", min(16, int(-(-s_val // 1))))):
+            per_seed = []
+            for i, seed in enumerate(seeds):
+                if rule == "top_s":
+                    model = load_model(hr=c["hr"]["weights"], stage=stn[str(seed)]["weights"])
+                    per_seed.append(baseline_correct(model, r, rule, s, seed))
+                else:
+                    per_seed.append(baseline_correct(frozen, r, rule, s, seed) if rule == "stochastic" or i == 0 else per_seed[0])
+            accs = [float(q.double().mean() * 100) for q in per_seed]
+            out.append({"method": label, "which": which, "S": s, "acc": mean_ci(accs), "seeds": seeds, "per_seed_acc": [round(a, 2) for a in accs],
+                        "vs_patchdrop": compare(pd_correct, per_seed)})
+        seed_curves = [curves[rule][str(sd)] for sd in seeds] if rule in ("stochastic", "top_s") else [curves[rule]]
+        interp = [interpolate_at([(q["S"], q["acc"]) for q in cv], s_test) for cv in seed_curves]
+        out.append({"method": label, "which": "interpolated", "S": round(s_test, 3), "acc": mean_ci(interp)})
+    return out
+
+
+def test_curves(results: dict[str, Any]) -> dict[str, Any]:
+    cp = results["stages"]["curves_pt"]["test"]
+    return {"fixed_h": cp["fixed_h"], "fixed_v": cp["fixed_v"], "stochastic": cp["stochastic"],
+            "top_s": {sd: v["test"] for sd, v in results["stages"]["stn_pt"]["runs"].items()}}
+
+
+def stage_pt_eval(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Every Pt policy: greedy point, threshold curve; the claim setting's 3 seeds against every
+    baseline at the same S (paired)."""
+    c = results["stages"]["classifiers"]
+    points_out = []
+    for q in results["stages"]["pt_sweep"]["runs"] + results["stages"]["pt_seeds"]["runs"][1:]:
+        model = load_model(hr=c["hr"]["weights"], stage=q["weights"])
+        thr = points(curve(model, "test", r, "threshold", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+        points_out.append({"name": q["name"], "sigma": q["sigma"], "seed": q["seed"], "S": q["S"], "acc": q["acc"], "val_S": q["val_S"],
+                           "threshold_curve": thr})
+    runs = results["stages"]["pt_seeds"]["runs"]
+    seeds = [q["seed"] for q in runs]
+    pd_correct = [greedy_eval(load_model(hr=c["hr"]["weights"], stage=q["weights"]), r)["correct"] for q in runs]
+    s_val = sum(q["val_S"] for q in runs) / len(runs)
+    s_test = sum(q["S"] for q in runs) / len(runs)
+    claim = {"config": results["stages"]["pt_seeds"]["config"], "seeds": seeds, "acc": mean_ci([q["acc"] for q in runs]),
+             "S": mean_ci([q["S"] for q in runs]), "val_S": round(s_val, 3),
+             "baselines": baselines_at(r, results, s_val, s_test, pd_correct, seeds, test_curves(results))}
+    return {"points": points_out, "claim": claim}
+
+
+def ft_args(r: Runner, sigma: float) -> list[str]:
+    p = r.p
+    return [f"--model.init_args.sigma={sigma}", f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}",
+            f"--data.init_args.batch_size={p['ft_batch']}"]
+
+
+def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Ft-1 / Ft-2: PatchDrop fine-tuned from the previous stage (3 seeds; at Ft-1 the sigma is
+    chosen on seed 0 among ``ft_sigmas``: validation S in the target range, then the best
+    validation accuracy), and the baselines fine-tuned on their own masks at floor / ceil of
+    PatchDrop's mean validation S (seed 0), the best baseline at the ceil with all seeds."""
+    p, c = r.p, results["stages"]["classifiers"]
+    hr_w = c["hr"]["weights"]
+    config = "cifar10_ft1.yaml" if stage == "ft1" else "cifar10_ft2.yaml"
+    epochs = p["ft1_epochs"] if stage == "ft1" else p["ft2_epochs"]
+    lr_w = c["lr"]["weights"] if stage == "ft2" else None
+    lr_stream = [f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
+    prev = {q["seed"]: q for q in (results["stages"]["pt_seeds"]["runs"] if stage == "ft1" else results["stages"]["ft1"]["patchdrop"])}
+    pt_cfg = results["stages"]["pt_seeds"]["config"]
+    policy_lr = pt_cfg["lr"]
+    explore = [f"--model.init_args.{k}={v}" for k, v in pt_cfg.get("explore", {}).items()]
+
+    def run_pd(seed: int, sigma: float) -> dict[str, Any]:
+        name = f"{stage}_sigma{sigma:g}_seed{seed}"
+        init = compose_init(r, name, hr_w=hr_w, stage_w=prev[seed]["weights"])
+        run = r.fit(name, config, epochs, [f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
+                                           f"--model.init_args.optim.learning_rate={policy_lr}", *explore, *ft_args(r, sigma), *lr_stream],
+                    seed=seed, test=False)
+        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
+        g = greedy_eval(load_model(hr=hr_w, stage=w, lr=lr_w), r)
+        print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
+        return {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
+                "val_reward": round(run["best_val"], 4), **g}
+
+    if stage == "ft1":
+        sweep = [run_pd(p["seeds"][0], sg) for sg in p["ft_sigmas"]]
+        lo, hi = p["s_range"]
+        inside = [q for q in sweep if lo <= q["val_S"] <= hi]
+        pick = max(inside, key=lambda q: q["val_acc"]) if inside else min(sweep, key=lambda q: abs(q["val_S"] - (lo + hi) / 2))
+        sigma = pick["sigma"]
+    else:
+        sweep, sigma = [], results["stages"]["ft1"]["sigma"]
+        pick = run_pd(p["seeds"][0], sigma)
+    pd_runs = [pick] + [run_pd(sd, sigma) for sd in p["seeds"][1:]]
+    pd_correct = [q.pop("correct") for q in pd_runs]
+    for q in sweep:
+        q.pop("correct", None)
+    s_val = sum(q["val_S"] for q in pd_runs) / len(pd_runs)
+
+    # baselines fine-tuned on their own masks
+    stn = results["stages"]["stn_pt"]["runs"]
+
+    def run_base(rule: str, s: int, seed: int) -> dict[str, Any]:
+        kind = {"top_s": "saliency"}.get(rule, rule)
+        name = f"{stage}_{kind}_S{s}_seed{seed}"
+        if stage == "ft1":
+            start = compose_init(r, name, hr_w=hr_w, stage_w=stn[str(seed)]["weights"] if rule == "top_s" else None)
         else:
-            pt = self.run(f"{kind}_pt", "cifar10_baseline_ft1.yaml", 0, [
-                f"--model.init_args.policy_kind={kind}", f"--model.init_args.num_kept={s['Pt']}",
-                f"--model.init_args.hr_checkpoint={hr['checkpoint']}"], train=False)
-            start = [f"--model.init_args.hr_checkpoint={hr['checkpoint']}"]
-        out["Pt"] = pt
-        kind_args = [f"--model.init_args.policy_kind={kind}"]
-        ft1 = self.run(f"{kind}_ft1", "cifar10_baseline_ft1.yaml", p["ft1_epochs"], [
-            *kind_args, f"--model.init_args.num_kept={s['Ft-1']}", *start, *cls])
-        out["Ft-1"] = ft1
-        ft2_start = [f"--model.init_args.init_checkpoint={ft1['checkpoint']}"] + (start[1:] if kind == "saliency" else [])
-        out["Ft-2"] = self.run(f"{kind}_ft2", "cifar10_baseline_ft1.yaml", p["ft2_epochs"], [
-            *kind_args, "--model.init_args.stage=ft2", f"--model.init_args.num_kept={s['Ft-2']}", *ft2_start, *lr_stream, *cls])
-        return out
+            start = compose_init(r, name, hr_w=hr_w, stage_w=results["stages"]["ft1"]["baseline_weights"][f"{kind}_seed{seed}"])
+        extra = [f"--model.init_args.policy={RESNET8_POLICY}"] if rule == "top_s" else []
+        lr_args = [f"--model.init_args.lr_classifier={RESNET32}", *lr_stream] if stage == "ft2" else []
+        run = r.fit(name, "cifar10_baseline_ft1.yaml", epochs, [
+            f"--model.init_args.policy_kind={kind}", f"--model.init_args.stage={stage}", f"--model.init_args.num_kept={s}",
+            f"--model.init_args.init_checkpoint={start}", f"--model.init_args.hr_checkpoint={REPO / hr_w}", *extra, *lr_args,
+            *ft_args(r, sigma)], seed=seed, test=False)
+        prefixes = ("model.hr_classifier.", "model.policy.") if rule == "top_s" else ("model.hr_classifier.",)
+        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=True)
+        model = load_model(hr=hr_w, stage=w, lr=lr_w)
+        val = curve(model, "val", r, rule, [s], seed=seed)[0]
+        test = curve(model, "test", r, rule, [s], seed=seed)[0]
+        print(f"[{name}] val acc {val['acc']:.2f}, test acc {test['acc']:.2f}", flush=True)
+        return {"method": RULE_LABEL[rule], "S": s, "seed": seed, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
+                "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2), "correct": test["correct"]}
 
-    def hard_positives(self, hr: dict[str, Any], ft1: dict[str, Any]) -> list[dict[str, Any]]:
-        p = self.p
-        rows = []
-        for aug in ("none", "cutout", "hard_positive"):
-            r = self.run(f"augment_{aug}", "cifar10_hard_positive.yaml", p["hp_epochs"], [
-                f"--model.init_args.augment={aug}", f"--model.init_args.init_checkpoint={hr['checkpoint']}",
-                f"--model.init_args.policy_checkpoint={ft1['checkpoint']}", f"--model.init_args.optim.learning_rate={p['hp_lr']}"])
-            rows.append({"augmentation": {"none": "No Augment.", "cutout": "CutOut", "hard_positive": "PatchDrop"}[aug],
-                         "acc": r["acc"], "epochs": p["hp_epochs"], "init": "HR classifier (fine-tuned)", "train_s": r["train_s"]})
-        return rows
-
-    def bagnet(self) -> dict[str, Any]:
-        p = self.p
-        bag = self.run("bagnet", "cifar10_bagnet.yaml", p["bag_epochs"], [])
-        pt = self.run("bagnet_pt", "cifar10_bagnet_pt.yaml", p["bag_pt_epochs"], [
-            f"--model.init_args.hr_checkpoint={bag['checkpoint']}", f"--model.init_args.optim.learning_rate={p['pt_lr']}",
-            f"--data.init_args.batch_size={p['pt_batch']}"])
-        ft1 = self.run("bagnet_ft1", "cifar10_bagnet_pt.yaml", p["bag_ft1_epochs"], [
-            "--model.init_args.stage=ft1", "--model.init_args.sigma=5.0", f"--model.init_args.init_checkpoint={pt['checkpoint']}",
-            f"--model.init_args.optim.learning_rate={p['ft_policy_lr']}", f"--model.init_args.optim.group_learning_rates={{hr_classifier: {p['classifier_lr']}}}",
-            f"--data.init_args.batch_size={p['ft_batch']}"])
-        return {"bagnet": bag, "Pt": pt, "Ft-1": ft1}
+    floor_s, ceil_s = int(s_val // 1), min(16, int(-(-s_val // 1)))
+    base = [run_base(rule, s, p["seeds"][0]) for rule in RULE_LABEL for s in sorted({floor_s, ceil_s})]
+    at_ceil = [q for q in base if q["S"] == ceil_s]
+    best = max(at_ceil, key=lambda q: q["val_acc"])  # chosen on validation
+    best_rule = next(k for k, v in RULE_LABEL.items() if v == best["method"])
+    base += [run_base(best_rule, ceil_s, sd) for sd in p["seeds"][1:]]
+    best_runs = [q for q in base if q["method"] == best["method"] and q["S"] == ceil_s]
+    comparison = {q["method"] + f"@{q['S']}": compare(pd_correct[:1], [q["correct"]]) for q in base if q["seed"] == p["seeds"][0]}
+    comparison["best_ceil_all_seeds"] = {"method": best["method"], "S": ceil_s, **compare(pd_correct, [q["correct"] for q in best_runs])}
+    for q in base:
+        q.pop("correct")
+    out = {"sigma": sigma, "sigma_sweep": sweep, "patchdrop": pd_runs, "val_S": round(s_val, 3), "floor_S": floor_s, "ceil_S": ceil_s,
+           "acc": mean_ci([q["acc"] for q in pd_runs]), "S": mean_ci([q["S"] for q in pd_runs]), "baselines": base,
+           "best_baseline": best["method"], "best_baseline_acc": mean_ci([q["acc"] for q in best_runs]), "comparison": comparison}
+    if stage == "ft1":  # the Ft-2 baselines continue from their Ft-1 run at the ceil
+        out["baseline_weights"] = {f"{ {'top_s': 'saliency'}.get(k, k)}_seed{q['seed']}": q["weights"]
+                                   for q in base for k, v in RULE_LABEL.items() if v == q["method"] and q["S"] == ceil_s}
+    return out
 
 
-# -- timing ----------------------------------------------------------------------------------------
-def _load_task(config: str, ckpt: str | None, extra: list[str]) -> Any:
-    cli = main(["--config", str(CFG / config), "--trainer.logger=false", *extra], run=False)
-    model = cli.model
-    if ckpt:
-        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"], strict=False)
-    return model
+def stage_ft1(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    return stage_ft(r, results, "ft1")
 
 
-def step_profile(ft1_ckpt: str | None, hr_ckpt: str | None, repeats: int, batch: int = 256) -> dict[str, Any]:
-    """Median time of a Pt and a Ft-1 training step (bf16 autocast, channels_last) and the share
-    of it spent in the agent (policy forward, Eq. 11 bound, sampling, greedy action) + masking."""
-    from lr_lightning.methods.patchdrop import rl
+def stage_ft2(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    return stage_ft(r, results, "ft2")
+
+
+def stage_timing(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Median training-step time (B = 256, bf16 autocast + channels_last) of Pt, Ft-1 and Ft-2
+    through the task's own ``training_step`` pieces, and the epoch time of every stage's runs."""
+    from lr_lightning.methods.patchdrop import PatchDrop
 
     g = torch.Generator().manual_seed(0)
+    batch = 256
     hr = torch.rand(batch, 3, 32, 32, generator=g)
     lr = torch.nn.functional.interpolate(hr, size=(8, 8), mode="nearest")
     y = torch.randint(0, 10, (batch,), generator=g)
-    out: dict[str, Any] = {"batch": batch, "repeats": repeats}
-    for stage, config, extra in (("Pt", "cifar10_pt.yaml", [f"--model.init_args.hr_checkpoint={hr_ckpt}"] if hr_ckpt else []),
-                                 ("Ft-1", "cifar10_ft1.yaml", [f"--model.init_args.init_checkpoint={ft1_ckpt}"] if ft1_ckpt else [])):
-        task = _load_task(config, None, extra)
+    out: dict[str, Any] = {"batch": batch}
+    import warnings
+
+    for stage in ("pt", "ft1", "ft2"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            task = PatchDrop(hr_classifier=CifarResNet(32, 10), policy=CifarResNet(8, 16),
+                             lr_classifier=CifarResNet(32, 10) if stage == "ft2" else None, stage=stage)
+            task.configure_models()
         task.train()
+        model = task.model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam([q for q in task.parameters() if q.requires_grad], lr=1e-4)
 
-        def full_step(task: Any = task, opt: torch.optim.Optimizer = opt) -> None:
-            model = task.model
+        def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt, stage: str = stage) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 x = model.normalize(hr)
-                loss, _ = model.reinforce_step(x, lr, y, lr_logits=None, alpha=task.alpha(), sigma=task.hparams.sigma,
-                                               train_classifier=task.hparams.stage != "pt")
+                lr_logits = model.lr_logits(lr, hr.shape[-2:])
+                loss, _ = model.reinforce_step(x, lr, y, lr_logits=lr_logits, alpha=0.8, sigma=0.5, train_classifier=stage != "pt")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        def agent_and_masks(task: Any = task) -> None:
-            model = task.model
-            with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-                x = model.normalize(hr)
-                probs = model.policy_probs(lr)
-                a = torch.bernoulli(rl.bound_probs(probs, 0.8))
-                model.masked(x, a)
-                model.masked(x, rl.greedy_actions(probs))
-
-        step = median_time(full_step, repeats=repeats, warmup=2)
-        agent = median_time(agent_and_masks, repeats=repeats, warmup=2)
-        out[stage] = {"step_ms": round(step * 1e3, 1), "agent_and_masking_ms": round(agent * 1e3, 1),
-                      "agent_and_masking_share_pct": round(100 * agent / step, 1)}
-        print(f"[timing] {stage} step {step * 1e3:.1f} ms, agent + masking {agent * 1e3:.1f} ms ({100 * agent / step:.1f} %)", flush=True)
+        out[stage] = {"step_ms": round(median_time(step, repeats=5 if r.profile == "smoke" else 15, warmup=2) * 1e3, 1)}
+        print(f"[timing] {stage} step {out[stage]['step_ms']:.1f} ms", flush=True)
+    out["ft2_over_ft1_step"] = round(out["ft2"]["step_ms"] / out["ft1"]["step_ms"], 3)
+    st = results["stages"]
+    epoch_s = {}
+    for stage in ("ft1", "ft2"):
+        if stage in st:
+            runs = st[stage]["patchdrop"]
+            epoch_s[stage] = round(sum(q["train_s"] for q in runs) / sum(q["epochs"] for q in runs), 1)
+    if "pt_seeds" in st:
+        runs = st["pt_seeds"]["runs"]
+        epoch_s["pt"] = round(sum(q["train_s"] for q in runs) / sum(q["epochs"] for q in runs), 1)
+    out["epoch_s_incl_validation"] = epoch_s
+    if "ft1" in epoch_s and "ft2" in epoch_s:
+        out["ft2_over_ft1_epoch"] = round(epoch_s["ft2"] / epoch_s["ft1"], 3)
     return out
 
 
-def bagnet_runtime(bag_ckpt: str | None, ft1_ckpt: str | None, repeats: int, batch: int = 256) -> dict[str, Any]:
-    """Inference time (bf16 autocast, B = 256 test images): ResNet32 on the full HR image, BagNet
-    on all 16 patches, and policy + BagNet on the patches the Ft-1 policy samples."""
-    from lr_lightning.data import CIFARDataModule
-    from lr_lightning.degrade import Degradation
-
-    dm = CIFARDataModule(batch_size=batch, degradation=Degradation("nearest", 4))
-    dm.setup("test")
-    batch_ = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
-    hr, lr = batch_["hr"], batch_["lr"]
-    task = _load_task("cifar10_bagnet_pt.yaml", ft1_ckpt, ["--model.init_args.stage=ft1"]).eval()
-    dense = _load_task("cifar10_pt.yaml", None, []).eval()
-    model = task.model
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        x = model.normalize(hr)
-        actions = model.test_actions(lr)
-
-        def all_patches() -> None:
-            model.hr_classifier(x)
-
-        def conditional() -> None:
-            model.hr_classifier(x, model.test_actions(lr))
-
-        def resnet32() -> None:
-            dense.model.hr_classifier(x)
-
-        t_all = median_time(all_patches, repeats=repeats)
-        t_cond = median_time(conditional, repeats=repeats)
-        t_dense = median_time(resnet32, repeats=repeats)
-    res = {"batch": batch, "mean_S": round(float(actions.sum(1).mean()), 2), "bagnet_all_patches_ms": round(t_all * 1e3, 1),
-           "policy_plus_bagnet_sampled_ms": round(t_cond * 1e3, 1), "resnet32_full_image_ms": round(t_dense * 1e3, 1),
-           "conditional_over_all_ratio": round(t_cond / t_all, 3)}
-    print(f"[timing] BagNet all {t_all * 1e3:.1f} ms, policy + sampled {t_cond * 1e3:.1f} ms (x{t_cond / t_all:.2f}), "
-          f"ResNet32 {t_dense * 1e3:.1f} ms", flush=True)
-    return res
+# -- output ------------------------------------------------------------------------------------------
+def top_level(results: dict[str, Any]) -> dict[str, Any]:
+    """The fields the issue names: ``rows`` (one per method, stage, operating point and seed)
+    and ``hr_cnn_acc``, from the stages run so far."""
+    st = results["stages"]
+    rows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"rows": rows}
+    if "classifiers" in st:
+        out["hr_cnn_acc"] = st["classifiers"]["hr"]["acc"]
+        out["lr_cnn_acc"] = st["classifiers"]["lr"]["acc"]
+    if "pt_eval" in st:
+        claim = st["pt_eval"]["claim"]
+        claim_names = {q["name"] for q in st["pt_seeds"]["runs"]}
+        for q in st["pt_eval"]["points"]:
+            rows.append({"method": "PatchDrop", "stage": "Pt", "S": q["S"], "acc": q["acc"], "seed": q["seed"], "sigma": q["sigma"],
+                         "run": q["name"], "claim": q["name"] in claim_names})
+        for b in claim["baselines"]:
+            if b["which"] == "interpolated":
+                continue
+            seeds = b["seeds"] if b["method"] in ("Stochastic", "STN") else b["seeds"][:1]  # fixed masks: no training, no draw
+            rows += [{"method": b["method"], "stage": "Pt", "S": float(b["S"]), "acc": a, "seed": sd, "operating_point": b["which"]}
+                     for sd, a in zip(seeds, b["per_seed_acc"], strict=False)]
+    for key, label in (("ft1", "Ft-1"), ("ft2", "Ft-2")):
+        if key in st:
+            rows += [{"method": "PatchDrop", "stage": label, "S": q["S"], "acc": q["acc"], "seed": q["seed"], "sigma": q["sigma"]}
+                     for q in st[key]["patchdrop"]]
+            rows += [{"method": q["method"], "stage": label, "S": float(q["S"]), "acc": q["acc"], "seed": q["seed"],
+                      "operating_point": "floor" if q["S"] == st[key]["floor_S"] else "ceil"} for q in st[key]["baselines"]]
+    out["claim_check"] = claim_check(results)
+    return out
 
 
-def copy_figures(run: dict[str, Any], tag: str) -> list[str]:
-    names = []
-    for fig in ("patchdrop_policies.png", "patchdrop_statistics.png"):
-        src = REPO / run["log_dir"] / fig
-        if src.is_file():
-            dst = RESULTS / f"patchdrop_cifar10_{tag}_{fig.split('_')[1]}"
-            shutil.copyfile(src, dst)
-            names.append(os.path.relpath(dst, REPO))
-    return names
+def claim_check(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's done criterion per stage: PatchDrop's mean beats every baseline at the same or
+    larger S (the ceil of its S) by >= 1 point and by more than the 95 % CI of the difference,
+    at S <= 9, within 3 points of the HR-CNN."""
+    st = results["stages"]
+    out: dict[str, Any] = {}
+    if "classifiers" not in st:
+        return out
+    hr = st["classifiers"]["hr"]["acc"]
+
+    def verdict(acc: float, s: float, diffs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        worst = min(diffs.items(), key=lambda kv: kv[1]["mean"])
+        ok_diff = all(d["mean"] >= 1.0 and (math.isnan(d["ci95"]) or d["mean"] > d["ci95"]) for d in diffs.values())
+        return {"patchdrop_acc": round(acc, 2), "patchdrop_S": round(s, 2), "S_le_9": s <= 9, "hr_gap": round(hr - acc, 2),
+                "within_3_of_hr": hr - acc <= 3, "smallest_margin": {"vs": worst[0], **worst[1]}, "margins_ok": ok_diff,
+                "met": ok_diff and s <= 9 and hr - acc <= 3}
+
+    if "pt_eval" in st:
+        c = st["pt_eval"]["claim"]
+        diffs = {f"{b['method']}@{b['S']}": b["vs_patchdrop"]["diff"] for b in c["baselines"] if b["which"] == "ceil"}
+        out["Pt"] = verdict(c["acc"]["mean"], c["S"]["mean"], diffs)
+    for key, label in (("ft1", "Ft-1"), ("ft2", "Ft-2")):
+        if key in st:
+            f = st[key]
+            diffs = {k: v["diff"] for k, v in f["comparison"].items() if k != "best_ceil_all_seeds" and k.endswith(f"@{f['ceil_S']}")}
+            best = f["comparison"]["best_ceil_all_seeds"]
+            diffs[f"{best['method']}@{best['S']} (all seeds)"] = best["diff"]
+            out[label] = verdict(f["acc"]["mean"], f["S"]["mean"], diffs)
+    return out
 
 
-def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["small", "paper"], default="small")
-    parser.add_argument("--smoke", action="store_true", help="a few steps per stage (checks the pipeline; results not written)")
-    parser.add_argument("--repeats", type=int, default=10, help="repeats of each timing (median)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / "patchdrop_cifar10"))
-    args = parser.parse_args()
+def ci(d: dict[str, Any]) -> str:
+    return f"{d['mean']:.2f} ± {d['ci95']:.2f}" if not math.isnan(d.get("ci95", float("nan"))) else f"{d['mean']:.2f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    st = results["stages"]
+    lines = [f"Profile `{results['profile']}`: {results['settings']}\n",
+             "Stage wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["stage_wall_s"].items()) + "\n",
+             "Test accuracy (%) on the 10k CIFAR-10 test images; every choice made on the validation split; "
+             "± = 95 % t-interval over seeds; McNemar p per seed on the same test images.\n"]
+    if "classifiers" in st:
+        c = st["classifiers"]
+        lines.append(f"- HR-CNN (ResNet32, {c['hr']['epochs']} epochs): test accuracy {c['hr']['acc']:.2f} %; "
+                     f"LR-CNN (from HR, {c['lr']['epochs']} epochs): {c['lr']['acc']:.2f} %\n")
+    if "curves_pt" in st:
+        cp = st["curves_pt"]
+        lines.append("## Headroom: oracle over K fixed masks vs the best single one (frozen HR classifier)\n")
+        lines.append(markdown_table(cp["headroom"], ["split", "S", "K", "best_single", "best_single_acc", "oracle_acc"]))
+        tc = test_curves(results) if "stn_pt" in st else {k: v for k, v in cp["test"].items()}
+        rows = []
+        for sv in range(17):
+            row: dict[str, Any] = {"S": sv}
+            for rule, label in RULE_LABEL.items():
+                if rule not in tc:
+                    continue
+                v = tc[rule]
+                if isinstance(v, dict):
+                    row[label] = ci(mean_ci([cv[sv]["acc"] for cv in v.values()]))
+                else:
+                    row[label] = v[sv]["acc"]
+            rows.append(row)
+        lines.append("## Pt frontier: the frozen HR classifier under each rule, test accuracy at every S\n")
+        lines.append(markdown_table(rows, ["S", *[v for k, v in RULE_LABEL.items() if k in tc]]))
+    if "pt_sweep" in st:
+        sw = st["pt_sweep"]
+        lines.append(f"## Pt sweep (seed 0): chosen per sigma {sw['chosen_per_sigma']}; claim setting {sw['claim']}\n")
+        rows = [{**{k: q.get(k) for k in ("name", "sigma", "val_reward", "val_S", "val_acc", "S", "acc", "train_s")},
+                 "lr": f"{q['lr']:g}", "explore": q.get("explore", {})} for q in sw["runs"]]
+        lines.append(markdown_table(rows, ["name", "sigma", "lr", "explore", "val_reward", "val_S", "val_acc", "S", "acc", "train_s"]))
+    if "pt_eval" in st:
+        lines.append(claim_markdown("Pt (frozen HR classifier)", st["pt_eval"]["claim"]["acc"], st["pt_eval"]["claim"]["S"],
+                                    st["pt_eval"]["claim"]["baselines"], None))
+    for key, label in (("ft1", "Ft-1"), ("ft2", "Ft-2")):
+        if key in st:
+            f = st[key]
+            lines.append(f"## {label}: PatchDrop sigma {f['sigma']} (sweep on seed 0: "
+                         + ", ".join(f"sigma {q['sigma']}: val S {q['val_S']}, val acc {q['val_acc']}" for q in f["sigma_sweep"]) + ")\n")
+            lines.append(markdown_table(f["patchdrop"], ["name", "seed", "sigma", "val_S", "val_acc", "S", "acc", "train_s"]))
+            lines.append(markdown_table(f["baselines"], ["method", "S", "seed", "val_acc", "acc", "train_s"]))
+            comp = [{"vs": k, "diff": ci(v["diff"]), "McNemar p": ", ".join(f"{t['p']:.2g}" for t in v["mcnemar"])} for k, v in f["comparison"].items()]
+            lines.append(f"PatchDrop {ci(f['acc'])} % at S {ci(f['S'])}; best baseline by validation at the ceil: {f['best_baseline']} "
+                         f"{ci(f['best_baseline_acc'])} %\n")
+            lines.append(markdown_table(comp, ["vs", "diff", "McNemar p"]))
+    cc = claim_check(results)
+    if cc:
+        lines.append("## Done criterion (issue): beat every baseline at the same or larger S by >= 1 point and > CI, S <= 9, within 3 of HR-CNN\n")
+        lines.append(markdown_table([{"stage": k, **{kk: (str(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()}} for k, v in cc.items()],
+                                    ["stage", "patchdrop_acc", "patchdrop_S", "hr_gap", "margins_ok", "S_le_9", "within_3_of_hr", "met", "smallest_margin"]))
+    if "timing" in st:
+        lines.append(f"## Timing\n\n{st['timing']}\n")
+    return "\n".join(lines) + "\n"
+
+
+def claim_markdown(title: str, acc: dict[str, Any], s: dict[str, Any], baselines: list[dict[str, Any]], _: Any) -> str:
+    rows = []
+    for b in baselines:
+        row = {"baseline": b["method"], "at": b["which"], "S": b["S"], "acc": ci(b["acc"])}
+        if "vs_patchdrop" in b:
+            row["PatchDrop - baseline"] = ci(b["vs_patchdrop"]["diff"])
+            row["McNemar p"] = ", ".join(f"{t['p']:.2g}" for t in b["vs_patchdrop"]["mcnemar"])
+        rows.append(row)
+    return (f"## {title}: PatchDrop {ci(acc)} % at S {ci(s)}\n\n"
+            + markdown_table(rows, ["baseline", "at", "S", "acc", "PatchDrop - baseline", "McNemar p"]))
+
+
+def figure(name: str, results: dict[str, Any]) -> str | None:
+    """Accuracy vs mean S: the frozen-classifier curves and PatchDrop's Pt points (left), the
+    fine-tuned points of Ft-1 / Ft-2 (right); HR-CNN and LR-CNN as horizontal lines."""
+    st = results["stages"]
+    if "curves_pt" not in st:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    tc = test_curves(results) if "stn_pt" in st else st["curves_pt"]["test"]
+    for rule, label in RULE_LABEL.items():
+        if rule not in tc:
+            continue
+        v = tc[rule]
+        cvs = list(v.values()) if isinstance(v, dict) else [v]
+        xs = [sum(cv[i]["S"] for cv in cvs) / len(cvs) for i in range(17)]
+        ys = [sum(cv[i]["acc"] for cv in cvs) / len(cvs) for i in range(17)]
+        axes[0].plot(xs, ys, marker=".", label=label)
+    if "pt_eval" in st:
+        for q in st["pt_eval"]["points"]:
+            thr = q["threshold_curve"]
+            axes[0].plot([t["S"] for t in thr], [t["acc"] for t in thr], color="k", alpha=0.25, lw=0.8)
+        claim = st["pt_eval"]["claim"]
+        others = [q for q in st["pt_eval"]["points"] if q["sigma"] != claim["config"]["sigma"] or q["seed"] == 0]
+        axes[0].scatter([q["S"] for q in others], [q["acc"] for q in others], color="k", marker="x", zorder=5, label="PatchDrop (sigmas, seed 0)")
+        axes[0].errorbar([claim["S"]["mean"]], [claim["acc"]["mean"]], xerr=[claim["S"]["ci95"]], yerr=[claim["acc"]["ci95"]], color="r",
+                         marker="*", ms=12, zorder=6, label=f"PatchDrop sigma {claim['config']['sigma']} (3 seeds)")
+    colours = {"PatchDrop": "r", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
+    for key, marker in (("ft1", "o"), ("ft2", "s")):
+        if key in st:
+            f = st[key]
+            for q in f["patchdrop"] + f["baselines"]:
+                m = q.get("method", "PatchDrop")
+                axes[1].scatter([q["S"]], [q["acc"]], color=colours[m], marker=marker, alpha=0.8)
+    for ax in axes:
+        if "classifiers" in st:
+            ax.axhline(st["classifiers"]["hr"]["acc"], color="grey", ls="--", lw=1)
+            ax.axhline(st["classifiers"]["lr"]["acc"], color="grey", ls=":", lw=1)
+        ax.set_xlabel("mean number of HR patches S (of 16)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_title("Pt: frozen HR classifier (-- HR-CNN, : LR-CNN)")
+    axes[1].set_title("Ft-1 (o) / Ft-2 (s), classifier fine-tuned per method")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="") for c in colours.values()]
+    axes[1].legend(handles, list(colours), fontsize=8)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = RESULTS / f"{name}_frontier.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.relpath(path, REPO)
+
+
+def write(name: str, results: dict[str, Any]) -> None:
+    payload = {**top_level(results), **results}
+    write_results(name, payload, markdown(results), float(sum(results["stage_wall_s"].values())))
+    figure(name, results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    ap.add_argument("--resume", action="store_true", help="skip stages already in the results JSON")
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ",".join(STAGES))
+    ap.add_argument("--redo", default="", help="comma-separated stages to run again even with --resume")
+    ap.add_argument("--out", default=None, help="run directories (default benchmarks/runs/patchdrop_cifar10[_profile])")
+    args = ap.parse_args()
     sys.argv = sys.argv[:1]  # the CLI runs below get their arguments explicitly
+    torch.set_num_threads(2)
     torch.set_float32_matmul_precision("high")
     cache_cifar_loading()
-    t_start = time.perf_counter()
-    b = Bench(args)
-
-    hr, lr = b.classifiers()
-    pd = b.patchdrop(hr, lr)
-    s = {stage: min(16, max(1, math.ceil(pd[stage]["S"] - 1e-9))) for stage in ("Pt", "Ft-1", "Ft-2")}
-    print(f"[baselines] S per stage (ceil of PatchDrop's mean S): {s}", flush=True)
-    base = {kind: b.baseline(kind, s, hr, lr) for kind in BASELINES}
-    hp = b.hard_positives(hr, pd["Ft-1"])
-    bag = b.bagnet()
-    timing = step_profile(pd["Ft-1"]["checkpoint"], hr["checkpoint"], 3 if args.smoke else args.repeats)
-    bag_time = bagnet_runtime(bag["bagnet"]["checkpoint"], bag["Ft-1"]["checkpoint"], 3 if args.smoke else args.repeats)
-
-    rows: list[dict[str, Any]] = [
-        {"method": "LR-CNN", "stage": None, "acc": lr["acc"], "S": 0},
-        {"method": "SR (bicubic) + HR-CNN", "stage": None, "acc": hr["acc_nearest4+up"], "S": 0},
-        {"method": "HR-CNN", "stage": None, "acc": hr["acc"], "S": 16},
-    ]
-    for kind, label in BASELINES.items():
-        rows += [{"method": label, "stage": st, "acc": base[kind][st]["acc"], "S": base[kind][st]["S"]} for st in ("Pt", "Ft-1", "Ft-2")]
-    rows += [{"method": "PatchDrop", "stage": st, "acc": pd[st]["acc"], "S": pd[st]["S"]} for st in ("Pt", "Ft-1", "Ft-2")]
-    bag_rows = [
-        {"method": "BagNet (no patch drop)", "stage": None, "acc": bag["bagnet"]["acc"], "S": 16},
-        {"method": "BagNet (PatchDrop)", "stage": "Pt", "acc": bag["Pt"]["acc"], "S": bag["Pt"]["S"]},
-        {"method": "BagNet (PatchDrop)", "stage": "Ft-1", "acc": bag["Ft-1"]["acc"], "S": bag["Ft-1"]["S"]},
-    ]
-    wall = time.perf_counter() - t_start
-    if args.smoke:
-        print(f"smoke run finished in {wall:.0f} s (nothing written)")
-        return
-
-    figures = copy_figures(pd["Ft-1"], "ft1") + copy_figures(pd["Ft-2"], "ft2")
-    best_base = {st: max(base[k][st]["acc"] for k in BASELINES) for st in ("Ft-1", "Ft-2")}
-    targets = {
-        f"{st}: PatchDrop - best baseline (points)": round(pd[st]["acc"] - best_base[st], 2) for st in ("Ft-1", "Ft-2")
-    }
-    targets.update({f"{st}: HR-CNN - PatchDrop (points)": round(hr["acc"] - pd[st]["acc"], 2) for st in ("Ft-1", "Ft-2")})
-    targets.update({f"{st}: PatchDrop patch fraction (%)": round(100 * pd[st]["S"] / 16, 1) for st in ("Ft-1", "Ft-2")})
-
-    # Table-2 layout: one line per method, Pt / Ft-1 / Ft-2 accuracies and S
-    table = []
-    for method in ["LR-CNN", "SR (bicubic) + HR-CNN", "HR-CNN", *BASELINES.values(), "PatchDrop"]:
-        rs = [r for r in rows if r["method"] == method]
-        if rs[0]["stage"] is None:
-            r = rs[0]
-            table.append({"method": method, "acc Pt": r["acc"], "acc Ft-1": r["acc"], "acc Ft-2": r["acc"], "S (Pt, Ft-1, Ft-2)": f"{r['S']}, {r['S']}, {r['S']}"})
-        else:
-            by = {r["stage"]: r for r in rs}
-            table.append({"method": method, "acc Pt": by["Pt"]["acc"], "acc Ft-1": by["Ft-1"]["acc"], "acc Ft-2": by["Ft-2"]["acc"],
-                          "S (Pt, Ft-1, Ft-2)": ", ".join(f"{by[st]['S']:.2f}" for st in ("Pt", "Ft-1", "Ft-2"))})
-    prof = b.p
-    md = (
-        f"## PatchDrop on CIFAR-10 ({args.profile} profile; HR 32x32, LR 8x8 nearest x4, 4x4 grid)\n\n"
-        f"Epochs: HR classifier {prof['hr_epochs']}, LR classifier {prof['lr_epochs']} (from HR), Pt {prof['pt_epochs']} "
-        f"(batch {prof['pt_batch']}, lr {prof['pt_lr']}), Ft-1 {prof['ft1_epochs']}, Ft-2 {prof['ft2_epochs']} (batch "
-        f"{prof['ft_batch']}, policy lr {prof['ft_policy_lr']}, classifier lr {prof['classifier_lr']}). Baselines use "
-        f"S = ceil(PatchDrop's S) per stage = {s} and the same epochs. Test accuracy (%) on 10k test images.\n\n"
-        + markdown_table(table, ["method", "acc Pt", "acc Ft-1", "acc Ft-2", "S (Pt, Ft-1, Ft-2)"])
-        + "\nTargets (issue): " + "; ".join(f"{k} = {v}" for k, v in targets.items()) + "\n\n"
-        + f"### Hard positives (Table 4; fine-tuned {prof['hp_epochs']} epochs from the HR classifier, lr {prof['hp_lr']})\n\n"
-        + markdown_table(hp, ["augmentation", "acc", "epochs", "train_s"])
-        + "\n### Conditional BagNet (Table 3)\n\n"
-        + markdown_table(bag_rows, ["method", "stage", "acc", "S"])
-        + "\nInference, B = 256, bf16, median of "
-        + f"{args.repeats}: " + "; ".join(f"{k} = {v}" for k, v in bag_time.items()) + "\n\n"
-        + "### Training step time (B = 256, bf16 autocast + channels_last, median)\n\n"
-        + markdown_table([{"stage": st, **timing[st]} for st in ("Pt", "Ft-1")], ["stage", "step_ms", "agent_and_masking_ms", "agent_and_masking_share_pct"])
-        + "\nPer-patch sampling frequency and accuracy vs S of PatchDrop Ft-1 / Ft-2: "
-        + ", ".join(figures) + "\n"
-    )
-    payload = {
-        "profile": args.profile, "epochs": prof, "baseline_S": s, "rows": rows, "table2": table, "targets": targets,
-        "hard_positive": hp, "bagnet": {"rows": bag_rows, "runtime": bag_time}, "step_time": timing,
-        "patchdrop_policy_stats": {st: pd[st].get("stats") for st in ("Pt", "Ft-1", "Ft-2")},
-        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in b.runs.items()}, "figures": figures,
-    }
-    write_results("patchdrop_cifar10", payload, md, wall)
-    print(md)
-    print(f"wall time {wall:.0f} s")
+    name = NAME if args.profile == "default" else f"{NAME}_{args.profile}"
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "runs" / name
+    path = RESULTS / f"{name}.json"
+    results: dict[str, Any] = {"profile": args.profile, "settings": PROFILES[args.profile], "seeds": PROFILES[args.profile]["seeds"],
+                               "stages": {}, "stage_wall_s": {}}
+    if args.resume and path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("profile") == args.profile:
+            results = {**results, **{k: old[k] for k in ("stages", "stage_wall_s") if k in old}}
+    for stage in (s for s in args.redo.split(",") if s):
+        results["stages"].pop(stage, None)
+        results["stage_wall_s"].pop(stage, None)
+    wanted = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(wanted) - set(STAGES))
+    if unknown:
+        ap.error(f"unknown stages {unknown}; valid: {STAGES}")
+    runner = Runner(args.profile, out)
+    for stage in STAGES:
+        if stage not in wanted or stage in results["stages"]:
+            continue
+        print(f"== {stage}", flush=True)
+        t0 = time.perf_counter()
+        results["stages"][stage] = globals()[f"stage_{stage}"](runner, results)
+        results["stage_wall_s"][stage] = round(time.perf_counter() - t0, 1)
+        write(name, results)
+        print(f"   {stage} done in {results['stage_wall_s'][stage]:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
-    main_bench()
+    main()

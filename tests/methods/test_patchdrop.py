@@ -397,8 +397,8 @@ def test_model_steps_name_their_diagnostics_as_the_metric_contract() -> None:
     lr, y = F.avg_pool2d(hr, 4), torch.randint(0, 10, (4,))
     model = _pd("ft1").model
     loss, logs = model.reinforce_step(model.normalize(hr), lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True)
-    assert set(logs) == {"loss_ce", "loss_policy", "reward", "reward_greedy", "advantage", "hr_patches", "hr_patches_greedy",
-                         "policy_entropy", "alpha", "acc"}
+    assert set(logs) == {"loss_ce", "loss_policy", "reward", "reward_greedy", "advantage", "advantage_nonzero", "hr_patches",
+                         "hr_patches_greedy", "policy_entropy", "policy_undecided", "alpha", "acc"}
     torch.testing.assert_close(loss.detach(), logs["loss_policy"] + logs["loss_ce"])
     assert loss.requires_grad and all(not (isinstance(v, Tensor) and v.requires_grad) for v in logs.values())
     torch.testing.assert_close(logs["advantage"], logs["reward"] - logs["reward_greedy"])
@@ -479,3 +479,207 @@ def test_ft1_ddp_two_processes_identical_weights(tiny_cifar: Path, tmp_path: Pat
         torch.testing.assert_close(r0["state"][k], r1["state"][k], rtol=0, atol=0, msg=k)
     assert not torch.equal(start["state"]["model.policy.fc.weight"], r0["state"]["model.policy.fc.weight"])
     assert not torch.equal(start["state"]["model.hr_classifier.fc.weight"], r0["state"]["model.hr_classifier.fc.weight"])
+
+
+# -- exploration options, the alpha schedule across stages, the saved baseline forward ---------------
+
+
+def test_soft_logit_bound_keeps_probabilities_inside_and_gradients_past_the_bound() -> None:
+    z = torch.tensor([-50.0, -6.0, 0.0, 2.0, 6.0, 50.0], requires_grad=True)
+    b = rl.soft_bound(z, 3.0)
+    torch.testing.assert_close(b.detach(), 3.0 * torch.tanh(z.detach() / 3.0))
+    assert b.abs().max() <= 3.0 and rl.soft_bound(z, None) is z
+    b.sum().backward()
+    assert (z.grad[1:-1] > 0.05).all()  # past the bound (|z| = 6) a hard clamp would give 0
+    with pytest.raises(ValueError, match="positive"):
+        rl.soft_bound(z, 0.0)
+
+
+def _reinforce_reference(model, x, lr, y, *, alpha, sigma, entropy_weight=0.0):  # noqa: ANN001, ANN202
+    """The REINFORCE loss with the baseline pass on every row (no saved forward), from the
+    same random draw: an independent computation of Eq. 9-10 for the saved-forward path."""
+    probs = model.policy_probs(lr)
+    bounded = rl.bound_probs(probs, alpha)
+    actions = torch.bernoulli(bounded.detach())
+    greedy = rl.greedy_actions(probs.detach())
+    with torch.no_grad():
+        c = model.log_probs(model.hr_logits(x, actions), actions, None).argmax(-1) == y
+        cg = model.log_probs(model.hr_logits(x, greedy), greedy, None).argmax(-1) == y
+    adv = rl.reward(actions, c, sigma) - rl.reward(greedy, cg, sigma)
+    return rl.policy_loss(bounded, actions, adv) - entropy_weight * rl.bernoulli_entropy(probs), adv
+
+
+def test_pt_baseline_pass_on_differing_rows_only_is_exact() -> None:
+    """At Pt (frozen classifier in eval mode) the greedy pass runs only on rows whose sampled
+    action differs; the loss equals the full computation, and rows with equal actions get A = 0."""
+    torch.manual_seed(0)
+    task = _pd("pt").train()
+    model = task.model
+    with torch.no_grad():  # a confident policy: many sampled rows equal the greedy row
+        model.policy.fc.bias.copy_(torch.linspace(-6, 6, 16))
+    hr = torch.rand(64, 3, 32, 32)
+    lr, y = F.avg_pool2d(hr, 4), torch.randint(0, 10, (64,))
+    x = model.normalize(hr)
+    calls = []
+    hook = model.hr_classifier.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    torch.manual_seed(1)
+    loss, logs = model.reinforce_step(x, lr, y, lr_logits=None, alpha=0.99, sigma=0.5, train_classifier=False, entropy_weight=0.1)
+    hook.remove()
+    torch.manual_seed(1)
+    ref, adv = _reinforce_reference(model, x, lr, y, alpha=0.99, sigma=0.5, entropy_weight=0.1)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(logs["advantage"], adv.mean())
+    assert calls[0] == 64 and 0 < calls[1] < 64, calls  # the second pass skipped the equal rows
+    assert int(model.policy_updates) == 1
+
+
+def test_entropy_bonus_gradient_pulls_every_logit_towards_zero() -> None:
+    """The bonus ``-w H(s)`` has gradient ``w z s (1 - s) / n`` in each logit ``z`` (from
+    ``dH/dz = -z s (1 - s)``): descent moves every patch towards undecided."""
+    z = torch.tensor([[-4.0, -1.0, 0.0, 0.5, 3.0]], requires_grad=True)
+    (-0.1 * rl.bernoulli_entropy(torch.sigmoid(z))).backward()
+    s = torch.sigmoid(z.detach())
+    torch.testing.assert_close(z.grad, 0.1 * z.detach() * s * (1 - s) / z.numel())
+
+
+def test_alpha_is_constant_by_default_and_a_schedule_continues_across_stages(tmp_path: Path) -> None:
+    assert _pd("pt").alpha() == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="alpha_steps"):
+        _pd("pt", alpha_start=0.7, alpha_end=0.95)
+    pt = _pd("pt", alpha_start=0.7, alpha_end=0.9, alpha_steps=100)
+    pt.model.policy_updates.fill_(50)
+    assert pt.alpha() == pytest.approx(0.8)
+    path = tmp_path / "pt.pt"
+    torch.save({"state_dict": pt.state_dict()}, path)
+    ft1 = _pd("ft1", alpha_start=0.7, alpha_end=0.9, alpha_steps=100, init_checkpoint=str(path))
+    ft1.configure_models()
+    assert int(ft1.model.policy_updates) == 50 and ft1.alpha() == pytest.approx(0.8)  # continues, no restart
+    restart = _pd("ft1", alpha_start=0.7, alpha_end=0.9, alpha_restart=True, init_checkpoint=str(path))
+    assert restart.alpha() == pytest.approx(0.7)  # the old behaviour, only when asked (no trainer: step 0)
+
+
+class StripeReader(nn.Module):
+    """A parameter-free 3-class 'classifier' over the 4x4 patches of a 16x16 image: a kept patch
+    with vertical stripes votes class 1, horizontal stripes class 0; noise and dropped (flat)
+    patches vote for neither, and then class 2 (never a label) wins."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = x.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, C, 4, 4, 4, 4)
+        across_cols = (p[..., :, 1:] - p[..., :, :-1]).abs().mean(dim=(1, 4, 5))  # (B, 4, 4)
+        across_rows = (p[..., 1:, :] - p[..., :-1, :]).abs().mean(dim=(1, 4, 5))
+        vertical = F.relu(across_cols - across_rows - 0.15).flatten(1).sum(1)
+        horizontal = F.relu(across_rows - across_cols - 0.15).flatten(1).sum(1)
+        return torch.stack([horizontal, vertical, torch.full_like(vertical, 0.01)], dim=1) * 10
+
+
+def _moving_patch_batch(n: int, gen: torch.Generator) -> tuple[dict[str, Tensor], Tensor]:
+    """Noise images in [0, 0.6] with one striped patch at a *random* position (uniform over the
+    16): its stripes (0.6 / 1.0) say the label, and average to 0.8, so the LR image shows where
+    the patch is but not what it says. No fixed mask of S patches finds it more than S/16 of the
+    time; an LR-conditioned policy can always."""
+    y = torch.randint(0, 2, (n,), generator=gen)
+    pos = torch.randint(0, 16, (n,), generator=gen)
+    hr = torch.rand(n, 3, 16, 16, generator=gen) * 0.6
+    stripes = (torch.arange(4) % 2).float() * 0.4 + 0.6
+    vertical = stripes.view(1, 4).expand(4, 4)
+    for i in range(n):
+        r, c = divmod(int(pos[i]), 4)
+        hr[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = vertical if y[i] else vertical.T
+    return {"hr": hr, "lr": F.avg_pool2d(hr, 4), "label": y}, pos
+
+
+def test_policy_learns_an_input_conditional_patch_no_fixed_mask_can_find() -> None:
+    """The informative patch moves with the image: REINFORCE (Pt, frozen reader) must learn to
+    read its position off the LR image; the learned policy beats every fixed mask at the same
+    or larger S by a wide margin (frontier.accuracy_curve with the same classifier)."""
+    from lr_lightning.methods.patchdrop.frontier import accuracy_curve
+
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16))
+    with pytest.warns(UserWarning, match="hr_checkpoint is null"):
+        task = PatchDrop(hr_classifier=StripeReader(), policy=policy, stage="pt", sigma=0.5, mean=(0.0, 0.0, 0.0),
+                         std=(1.0, 1.0, 1.0), channels_last=False)
+    model = task.model
+    opt = torch.optim.Adam(model.policy.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        b, _ = _moving_patch_batch(64, gen)
+        loss, _ = model.reinforce_step(model.normalize(b["hr"]), b["lr"], b["label"], lr_logits=None, alpha=task.alpha(), sigma=0.5,
+                                       train_classifier=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    b, pos = _moving_patch_batch(512, gen)
+    full = (StripeReader()(b["hr"]).argmax(1) == b["label"]).float().mean()
+    assert full == 1.0  # the toy is solvable with the whole image
+    batches = [(b["hr"], b["lr"], b["label"])]
+    learned = accuracy_curve(model, batches, "threshold", [0.5])[0]
+    with torch.no_grad():
+        greedy = model.test_actions(b["lr"])
+    assert greedy[torch.arange(512), pos].float().mean() > 0.95  # it keeps the moving patch
+    assert learned["acc"] > 95.0 and learned["mean_S"] < 12.0, (learned["acc"], learned["mean_S"])
+    s = int(-(-learned["mean_S"] // 1))
+    for rule in ("fixed_h", "fixed_v", "random"):  # a fixed mask finds the patch about S / 16 of the time
+        fixed = accuracy_curve(model, batches, rule, [s, s + 1])
+        assert max(q["acc"] for q in fixed) < 100 * (s + 1) / 16 + 10 < learned["acc"] - 20, (rule, [q["acc"] for q in fixed])
+
+
+# -- the accuracy-vs-S frontier --------------------------------------------------------------------
+
+
+def test_rule_actions_reach_their_levels() -> None:
+    from lr_lightning.methods.patchdrop.frontier import rule_actions
+
+    scores = torch.randn(5, 16)
+    for s in range(17):
+        for rule in ("fixed_h", "fixed_v", "top_s", "random"):
+            a = rule_actions(rule, s, batch=5, grid=4, scores=scores)
+            assert a.shape == (5, 16) and (a.sum(1) == s).all(), rule
+    assert rule_actions("fixed_h", 4, batch=1, grid=4)[0].nonzero().flatten().tolist() == [5, 6, 9, 10]
+    torch.testing.assert_close(rule_actions("threshold", 0.5, batch=5, grid=4, scores=scores), (scores > 0).float())
+    top = rule_actions("top_s", 3, batch=5, grid=4, scores=scores)
+    assert torch.equal(top.nonzero()[:, 1].view(5, 3).sort(1).values, scores.topk(3, dim=1).indices.sort(1).values)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([rule_actions("stochastic", 6.0, batch=500, grid=4, generator=g) for _ in range(4)])
+    assert abs(float(draws.sum(-1).mean()) - 6.0) < 0.2  # 5 standard errors of 2000 draws
+    with pytest.raises(ValueError, match="scores"):
+        rule_actions("top_s", 3, batch=5, grid=4)
+
+
+def test_accuracy_curve_matches_a_per_image_loop_and_the_oracle() -> None:
+    """accuracy_curve (batched, LR logits and scores shared across levels) against a plain loop
+    over images and levels; oracle_accuracy against a hand count; interpolation between points."""
+    from lr_lightning.methods.patchdrop.frontier import (
+        accuracy_curve,
+        interpolate_at,
+        oracle_accuracy,
+        rule_actions,
+    )
+
+    torch.manual_seed(0)
+    task = _pd("ft2")
+    model = task.model.eval()
+    hr = torch.rand(12, 3, 32, 32)
+    lr, y = F.avg_pool2d(hr, 4), torch.randint(0, 10, (12,))
+    batches = [(hr[:5], lr[:5], y[:5]), (hr[5:], lr[5:], y[5:])]
+    levels = [0, 3, 8, 16]
+    got = accuracy_curve(model, batches, "fixed_v", levels)
+    for level, point in zip(levels, got, strict=True):
+        expect = []
+        for i in range(12):
+            a = rule_actions("fixed_v", level, batch=1, grid=4)
+            with torch.no_grad():
+                x = model.normalize(hr[i:i + 1])
+                logp = model.log_probs(model.hr_logits(x, a), a, model.lr_logits(lr[i:i + 1], (32, 32)))
+            expect.append(bool(logp.argmax(-1) == y[i]))
+        assert point["correct"].tolist() == expect and point["mean_S"] == level
+        assert point["acc"] == pytest.approx(100 * sum(expect) / 12)
+    thr = accuracy_curve(model, batches, "threshold", [0.5])[0]
+    with torch.no_grad():
+        actions, logp = model.predict(hr, lr)
+    assert thr["correct"].tolist() == (logp.argmax(-1) == y).tolist()  # threshold 0.5 = the policy's test action
+    assert thr["mean_S"] == pytest.approx(float(actions.sum(1).mean()))
+    c1, c2 = torch.tensor([1, 0, 0, 1], dtype=torch.bool), torch.tensor([0, 0, 1, 1], dtype=torch.bool)
+    assert oracle_accuracy([c1, c2]) == 75.0
+    assert interpolate_at([(8.0, 60.0), (9.0, 70.0)], 8.25) == pytest.approx(62.5)
+    assert interpolate_at([(8.0, 60.0), (9.0, 70.0)], 10.0) == 70.0

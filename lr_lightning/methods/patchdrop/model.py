@@ -44,7 +44,7 @@ def canonical_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     written before :class:`PatchDropModel` (``policy.*``, ``hr_classifier.*``,
     ``lr_classifier.*`` at the top level) are moved under it; other keys are kept as they are."""
     legacy = tuple(f"{name}." for name in NETWORKS)
-    return {(MODEL_PREFIX + k if k.startswith(legacy) else k): v for k, v in state.items()}
+    return {(MODEL_PREFIX + k if k.startswith(legacy) or k == "policy_updates" else k): v for k, v in state.items()}
 
 
 def read_checkpoint_state(path: str) -> dict[str, Tensor]:
@@ -71,7 +71,13 @@ class PatchDropModel(nn.Module):
         fill: pixel value in [0, 1] of dropped patches; ``None`` = zero after normalisation.
         lr_upsample: how the LR stream brings the LR image to the HR size.
         saliency_temperature: softmax temperature of the saliency baseline's soft mask.
+        logit_bound: smooth clipping of the policy's logits, ``b tanh(z / b)`` (:func:`rl.soft_bound`;
+            not in the paper, against saturation); ``None`` = plain logits.
         channels_last: give the networks NHWC inputs.
+
+    The buffer ``policy_updates`` counts the REINFORCE updates over all chained stages (it is
+    saved in checkpoints and loaded with the previous stage), so an exploration schedule can
+    continue across Pt -> Ft-1 -> Ft-2 instead of restarting.
     """
 
     policy: nn.Module | None
@@ -92,9 +98,12 @@ class PatchDropModel(nn.Module):
         fill: float | None = None,
         lr_upsample: UpsampleMode = "bilinear",
         saliency_temperature: float = 1.0,
+        logit_bound: float | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        if logit_bound is not None and logit_bound <= 0:
+            raise ValueError(f"logit_bound must be positive (or null), got {logit_bound}")
         if policy_kind in ("learned", "saliency") and policy is None:
             raise ValueError(f"policy_kind={policy_kind!r} needs a `policy` network (e.g. lr_lightning.nn.CifarResNet depth 8)")
         if policy_kind in ("fixed_h", "fixed_v", "stochastic", "saliency") and num_kept is None:
@@ -108,7 +117,9 @@ class PatchDropModel(nn.Module):
         self.fusion: rl.FusionMode = fusion
         self.lr_upsample: UpsampleMode = lr_upsample
         self.saliency_temperature = saliency_temperature
+        self.logit_bound = logit_bound
         self.channels_last = channels_last
+        self.register_buffer("policy_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         fill_value = torch.zeros(1, len(mean), 1, 1) if fill is None else (fill - self.mean) / self.std
@@ -146,11 +157,12 @@ class PatchDropModel(nn.Module):
         return self.policy
 
     def policy_scores(self, lr: Tensor) -> Tensor:
-        """``f_p(x_l)``: one score per patch, float32, shape ``(B, P)``."""
+        """``f_p(x_l)``: one score (logit) per patch, float32, shape ``(B, P)``, softly bounded
+        by ``logit_bound`` when set."""
         scores = self._policy()(self.normalize(lr)).float()
         if scores.shape[-1] != self.num_patches:
             raise ValueError(f"the policy outputs {scores.shape[-1]} values but the {self.grid}x{self.grid} grid has {self.num_patches} patches")
-        return scores
+        return rl.soft_bound(scores, self.logit_bound)
 
     def policy_probs(self, lr: Tensor) -> Tensor:
         """Eq. 6: ``s = sigmoid(f_p(x_l))``, in float32, shape ``(B, P)``."""
@@ -207,7 +219,8 @@ class PatchDropModel(nn.Module):
 
     # -- training objectives -------------------------------------------------------------------
     def reinforce_step(
-        self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None, alpha: float, sigma: float, train_classifier: bool
+        self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None, alpha: float, sigma: float, train_classifier: bool,
+        entropy_weight: float = 0.0,
     ) -> tuple[Tensor, dict[str, Tensor | float]]:
         """One REINFORCE step of the learned policy (Eq. 8-11) on normalised HR images ``x``.
 
@@ -215,35 +228,58 @@ class PatchDropModel(nn.Module):
         ``s > 0.5`` gives the self-critical baseline reward (Eq. 10); the loss is Eq. 9's policy
         loss with the advantage ``R(a) - R(a_hat)`` (reward ``1 - (S/P)^2`` if right, else
         ``-sigma``), plus the cross-entropy of the sampled-mask prediction when
-        ``train_classifier`` (Ft-1 / Ft-2; at Pt the classifier pass has no gradient).
+        ``train_classifier`` (Ft-1 / Ft-2; at Pt the classifier pass has no gradient), minus
+        ``entropy_weight`` times the mean Bernoulli entropy of ``s`` (an exploration bonus, not
+        in the paper; 0 = the paper's loss).
+
+        ``lr_logits`` are the LR stream's logits of this batch (Ft-2), computed once by the
+        caller and shared by both passes (they do not depend on the actions). Rows whose sampled
+        action equals the greedy one have advantage 0 by definition; when the HR classifier is
+        in eval mode (Pt: frozen, its logits do not depend on the other rows) the baseline pass
+        runs on the differing rows only. In train mode (Ft) batch-norm couples the rows through
+        the batch statistics, so the baseline pass keeps the whole batch.
         """
         probs = self.policy_probs(lr)
         bounded = rl.bound_probs(probs, alpha)
         actions = torch.bernoulli(bounded.detach())
         greedy = rl.greedy_actions(probs.detach())
-        with torch.no_grad():
-            logp_greedy = self.log_probs(self.hr_logits(x, greedy), greedy, lr_logits)
         with torch.set_grad_enabled(train_classifier):
             logp = self.log_probs(self.hr_logits(x, actions), actions, lr_logits)
         correct = logp.detach().argmax(-1) == y
+        same = (actions == greedy).all(dim=1)
+        with torch.no_grad():
+            if self.hr_classifier.training:
+                correct_greedy = self.log_probs(self.hr_logits(x, greedy), greedy, lr_logits).argmax(-1) == y
+            else:
+                correct_greedy = correct.clone()
+                rows = (~same).nonzero().flatten()
+                if rows.numel():
+                    sub = self.log_probs(self.hr_logits(x[rows], greedy[rows]), greedy[rows], None if lr_logits is None else lr_logits[rows])
+                    correct_greedy[rows] = sub.argmax(-1) == y[rows]
         reward = rl.reward(actions, correct, sigma)
-        baseline = rl.reward(greedy, logp_greedy.argmax(-1) == y, sigma)
-        advantage = reward - baseline
+        baseline = rl.reward(greedy, correct_greedy, sigma)
+        advantage = torch.where(same, torch.zeros_like(reward), reward - baseline)
         loss_policy = rl.policy_loss(bounded, actions, advantage)
-        loss = loss_policy
+        entropy = rl.bernoulli_entropy(probs)
+        loss = loss_policy - entropy_weight * entropy if entropy_weight else loss_policy
         logs: dict[str, Tensor | float] = {}
         if train_classifier:
             loss_ce = F.nll_loss(logp, y)
             loss = loss + loss_ce
             logs["loss_ce"] = loss_ce.detach()
+        if self.training:
+            self.policy_updates += 1
+        undecided = ((probs > 0.2) & (probs < 0.8)).float().mean()
         logs.update({
             "loss_policy": loss_policy.detach(),
             "reward": reward.mean(),
             "reward_greedy": baseline.mean(),
             "advantage": advantage.mean(),
+            "advantage_nonzero": (advantage != 0).float().mean(),
             "hr_patches": actions.sum(1).mean(),
             "hr_patches_greedy": greedy.sum(1).mean(),
-            "policy_entropy": rl.bernoulli_entropy(probs.detach()),
+            "policy_entropy": entropy.detach(),
+            "policy_undecided": undecided.detach(),
             "alpha": alpha,
             "acc": correct.float().mean(),
         })

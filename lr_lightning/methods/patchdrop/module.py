@@ -79,8 +79,19 @@ class PatchDrop(BaseTask):
             stochastic baseline; ignored by ``learned``, ``full`` and ``none``.
         sigma: penalty of a wrong prediction, ``R = -sigma`` (Sec. 5.1; the paper's CIFAR runs
             use a wrong-answer reward of -0.5 at Pt and -5 at Ft, i.e. ``sigma`` 0.5 and 5).
-        alpha_start / alpha_end: Eq. 11 exploration bound, linear from start to end over the run
-            (paper: 0.7 -> 0.95; equal values = constant, e.g. 0.8 as in the CIFAR runs).
+        alpha_start / alpha_end: Eq. 11 exploration bound. Default constant 0.8 (the paper's CIFAR
+            text: "alpha is tuned to 0.8"; the reference code keeps it fixed). A schedule (paper
+            Sec. 5.1: 0.7 -> 0.95) runs linearly over ``alpha_steps`` policy updates counted
+            across the chained stages (``model.policy_updates`` travels in the checkpoints), so it
+            continues from Pt into Ft-1 / Ft-2; ``alpha_restart: true`` instead runs it over this
+            stage's own steps (restarting at each stage).
+        alpha_steps: length of the alpha schedule in policy updates over all stages.
+        alpha_restart: schedule over this stage only (see above).
+        entropy_weight: exploration bonus ``- w * mean Bernoulli entropy`` added to the policy
+            loss (not in the paper; 0 = off).
+        logit_bound: smooth clipping ``b tanh(z / b)`` of the policy's logits (not in the paper;
+            keeps ``s`` in ``[sigmoid(-b), sigmoid(b)]`` so Eq. 9's gradient, which scales with
+            ``s (1 - s)``, cannot vanish); null = off.
         fusion: Eq. 7 (``paper``) or the reference code's ``logit_sum``.
         fill: pixel value in [0, 1] of dropped patches; ``None`` = zero in normalised space
             (the reference behaviour, i.e. the dataset mean colour).
@@ -112,8 +123,12 @@ class PatchDrop(BaseTask):
         grid: int = 4,
         num_kept: float | None = None,
         sigma: float = 0.5,
-        alpha_start: float = 0.7,
-        alpha_end: float = 0.95,
+        alpha_start: float = 0.8,
+        alpha_end: float = 0.8,
+        alpha_steps: int | None = None,
+        alpha_restart: bool = False,
+        entropy_weight: float = 0.0,
+        logit_bound: float | None = None,
         fusion: rl.FusionMode = "paper",
         fill: float | None = None,
         lr_upsample: UpsampleMode = "bilinear",
@@ -134,6 +149,13 @@ class PatchDrop(BaseTask):
             raise ValueError("stage='ft2' fuses the LR stream (Eq. 7): give `lr_classifier`")
         if policy_kind in ("fixed_h", "fixed_v", "saliency") and num_kept is not None and num_kept != int(num_kept):
             raise ValueError(f"policy_kind={policy_kind!r} takes an integer num_kept, got {num_kept}")
+        if alpha_start != alpha_end and not alpha_restart and not alpha_steps:
+            raise ValueError(
+                f"alpha_start={alpha_start} != alpha_end={alpha_end}: give `alpha_steps` (the schedule's length in policy "
+                f"updates over all chained stages) or `alpha_restart: true` (a schedule over this stage only)"
+            )
+        if entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
         if stage == "pt" and policy_kind not in ("learned", "saliency"):
             raise ValueError(
                 f"policy_kind={policy_kind!r} has nothing to train at stage 'pt' (the classifier is frozen); "
@@ -143,7 +165,7 @@ class PatchDrop(BaseTask):
             hr_classifier=hr_classifier, policy=policy if needs_policy else None,
             lr_classifier=lr_classifier if stage == "ft2" else None, policy_kind=policy_kind, grid=grid,
             num_kept=num_kept, fusion=fusion, fill=fill, lr_upsample=lr_upsample, mean=mean, std=std,
-            saliency_temperature=saliency_temperature, channels_last=channels_last,
+            saliency_temperature=saliency_temperature, logit_bound=logit_bound, channels_last=channels_last,
         )
         super().__init__(optim=optim, channels_last=channels_last, modules={"model": model})
         self.automatic_optimization = False
@@ -180,7 +202,8 @@ class PatchDrop(BaseTask):
     def _load_previous_stage(self, path: str) -> None:
         """Policy (when this stage has one) and HR classifier from a previous stage's checkpoint."""
         wanted = tuple(f"{MODEL_PREFIX}{name}." for name in ("policy", "hr_classifier") if getattr(self.model, name) is not None)
-        own = {k: v for k, v in read_checkpoint_state(path).items() if k.startswith(wanted)}
+        counter = f"{MODEL_PREFIX}policy_updates"  # the alpha schedule continues across stages
+        own = {k: v for k, v in read_checkpoint_state(path).items() if k.startswith(wanted) or k == counter}
         if not own:
             raise ValueError(f"{path!r} holds no policy.* / hr_classifier.* weights of a PatchDrop stage")
         missing = [k for k in self.load_state_dict(own, strict=False).missing_keys if k.startswith(wanted)]
@@ -220,10 +243,15 @@ class PatchDrop(BaseTask):
         return groups
 
     def alpha(self) -> float:
-        """Eq. 11's alpha at the current step (linear schedule over the run)."""
+        """Eq. 11's alpha now: constant, or linear over ``alpha_steps`` policy updates of the
+        whole chain of stages, or (``alpha_restart``) over this stage's steps."""
         hp = self.hparams
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        return rl.linear_alpha(self.global_step / total, hp.alpha_start, hp.alpha_end)
+        if hp.alpha_start == hp.alpha_end:
+            return float(hp.alpha_start)
+        if hp.alpha_restart:
+            total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+            return rl.linear_alpha(self.global_step / total, hp.alpha_start, hp.alpha_end)
+        return rl.linear_alpha(int(self.model.policy_updates) / hp.alpha_steps, hp.alpha_start, hp.alpha_end)
 
     # -- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -233,7 +261,8 @@ class PatchDrop(BaseTask):
         x = model.normalize(hr)
         lr_logits = model.lr_logits(lr, hr.shape[-2:])
         if hp.policy_kind == "learned":
-            loss, logs = model.reinforce_step(x, lr, y, lr_logits=lr_logits, alpha=self.alpha(), sigma=hp.sigma, train_classifier=hp.stage != "pt")
+            loss, logs = model.reinforce_step(x, lr, y, lr_logits=lr_logits, alpha=self.alpha(), sigma=hp.sigma,
+                                              train_classifier=hp.stage != "pt", entropy_weight=hp.entropy_weight)
         elif hp.policy_kind == "saliency" and hp.stage == "pt":
             loss, logs = model.saliency_step(x, lr, y)
         else:  # baselines at Ft-1 / Ft-2: the HR classifier is fine-tuned on the baseline's masks
@@ -315,6 +344,10 @@ def _lr(batch: dict[str, Any]) -> Tensor:
 
 def _upgrade_legacy_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: top-level ``policy.*`` / ``hr_classifier.*`` /
-    ``lr_classifier.*`` keys (checkpoints from before :class:`PatchDropModel`) -> ``model.*``."""
+    ``lr_classifier.*`` keys (checkpoints from before :class:`PatchDropModel`) -> ``model.*``;
+    a checkpoint without the ``policy_updates`` counter loads with 0 updates."""
     ours = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
     state_dict.update({prefix + k: v for k, v in canonical_state({k[len(prefix):]: v for k, v in ours.items()}).items()})
+    counter = f"{prefix}{MODEL_PREFIX}policy_updates"  # checkpoints from before the counter: 0 updates
+    if any(k.startswith(prefix + MODEL_PREFIX) for k in state_dict) and counter not in state_dict:
+        state_dict[counter] = torch.zeros((), dtype=torch.long)

@@ -30,9 +30,25 @@ def bound_probs(probs: Tensor, alpha: float) -> Tensor:
 
 
 def linear_alpha(progress: float, start: float = 0.7, end: float = 0.95) -> float:
-    """Exploration parameter scheduled linearly from ``start`` to ``end`` over training (Sec. 5.1)."""
+    """Exploration parameter scheduled linearly from ``start`` to ``end`` over training (Sec. 5.1;
+    ``progress`` in [0, 1], clipped)."""
     t = min(max(progress, 0.0), 1.0)
     return start + (end - start) * t
+
+
+def soft_bound(scores: Tensor, bound: float | None) -> Tensor:
+    """Smooth logit clipping ``bound * tanh(scores / bound)`` (not in the paper; an option against
+    saturation): the policy's probabilities stay in ``[sigmoid(-bound), sigmoid(bound)]``, so
+    Eq. 9's gradient with respect to the bounded logit, which scales with ``s (1 - s)``, keeps
+    at least ``sigmoid(b) (1 - sigmoid(b))``. Unlike a hard clamp (zero gradient past the bound,
+    a logit stuck there for good) the raw logit keeps a gradient ``sech^2(z / b)``; it decays
+    once ``|z|`` is several bounds large, so this slows saturation rather than forbidding it (the
+    entropy bonus is the restoring force). ``None`` returns the scores unchanged."""
+    if bound is None:
+        return scores
+    if bound <= 0:
+        raise ValueError(f"the logit bound must be positive, got {bound}")
+    return bound * torch.tanh(scores / bound)
 
 
 def greedy_actions(probs: Tensor) -> Tensor:
