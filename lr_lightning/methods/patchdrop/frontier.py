@@ -70,22 +70,26 @@ def accuracy_curve(
 
     ``batches`` yields ``(hr, lr, label)`` with images in [0, 1]; the policy scores and the LR
     stream's logits are computed once per batch and shared by all levels. ``seed`` seeds the
-    stochastic draws (one generator per curve, so a curve is reproducible) and picks the
-    subset of ``random``.
+    stochastic draws (one stream per seed and level, so a point does not depend on which other
+    levels are evaluated) and picks the subset of ``random``.
     """
     model.eval()
     grid = model.grid
     correct: list[list[Tensor]] = [[] for _ in levels]
     kept: list[list[Tensor]] = [[] for _ in levels]
-    gen = None
+    gens: dict[int, torch.Generator] = {}
     for hr, lr, y in batches:
         x = model.normalize(hr)
         lr_logits = model.lr_logits(lr, tuple(hr.shape[-2:]))
         scores = model.policy_scores(lr) if rule in POLICY_RULES else None
         for i, level in enumerate(levels):
-            if rule in ("stochastic", "random"):
-                if gen is None or rule == "random":
-                    gen = torch.Generator(device=hr.device if rule == "stochastic" else "cpu").manual_seed(seed)
+            gen = None
+            if rule == "stochastic":  # one stream per (seed, level): a level's draws do not depend on the other levels
+                if i not in gens:
+                    gens[i] = torch.Generator(device=hr.device).manual_seed(seed * 100_003 + round(1000 * float(level)))
+                gen = gens[i]
+            elif rule == "random":
+                gen = torch.Generator().manual_seed(seed)
             a = rule_actions(rule, level, batch=hr.shape[0], grid=grid, scores=scores, generator=gen, device=hr.device)
             logp = model.log_probs(model.hr_logits(x, a), a, lr_logits)
             correct[i].append((logp.argmax(-1) == y).cpu())

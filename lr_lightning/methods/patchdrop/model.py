@@ -237,7 +237,9 @@ class PatchDropModel(nn.Module):
         action equals the greedy one have advantage 0 by definition; when the HR classifier is
         in eval mode (Pt: frozen, its logits do not depend on the other rows) the baseline pass
         runs on the differing rows only. In train mode (Ft) batch-norm couples the rows through
-        the batch statistics, so the baseline pass keeps the whole batch.
+        the batch statistics, so the baseline pass keeps the whole batch; like the sampled pass it
+        then also updates the batch-norm running statistics (as the reference code's train-mode
+        baseline forward does).
         """
         probs = self.policy_probs(lr)
         bounded = rl.bound_probs(probs, alpha)

@@ -87,11 +87,12 @@ class PatchDrop(BaseTask):
             stage's own steps (restarting at each stage).
         alpha_steps: length of the alpha schedule in policy updates over all stages.
         alpha_restart: schedule over this stage only (see above).
-        entropy_weight: exploration bonus ``- w * mean Bernoulli entropy`` added to the policy
-            loss (not in the paper; 0 = off).
+        entropy_weight: exploration bonus ``- w * H`` added to the policy loss, ``H`` the Bernoulli
+            entropy of ``s`` averaged over images and patches (so relative to Eq. 9, which sums
+            over the P patches, the weight acts as ``w / P`` per patch); not in the paper; 0 = off.
         logit_bound: smooth clipping ``b tanh(z / b)`` of the policy's logits (not in the paper;
-            keeps ``s`` in ``[sigmoid(-b), sigmoid(b)]`` so Eq. 9's gradient, which scales with
-            ``s (1 - s)``, cannot vanish); null = off.
+            keeps ``s`` in ``[sigmoid(-b), sigmoid(b)]``; the raw logit's gradient decays only
+            once it is several bounds large, see :func:`rl.soft_bound`); null = off.
         fusion: Eq. 7 (``paper``) or the reference code's ``logit_sum``.
         fill: pixel value in [0, 1] of dropped patches; ``None`` = zero in normalised space
             (the reference behaviour, i.e. the dataset mean colour).
@@ -154,6 +155,8 @@ class PatchDrop(BaseTask):
                 f"alpha_start={alpha_start} != alpha_end={alpha_end}: give `alpha_steps` (the schedule's length in policy "
                 f"updates over all chained stages) or `alpha_restart: true` (a schedule over this stage only)"
             )
+        if not 0.5 <= min(alpha_start, alpha_end) <= max(alpha_start, alpha_end) <= 1.0:
+            raise ValueError(f"alpha_start / alpha_end must be in [0.5, 1] (Eq. 11), got {alpha_start}, {alpha_end}")
         if entropy_weight < 0:
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
         if stage == "pt" and policy_kind not in ("learned", "saliency"):

@@ -23,9 +23,11 @@ FusionMode = Literal["paper", "logit_sum"]
 
 
 def bound_probs(probs: Tensor, alpha: float) -> Tensor:
-    """Eq. 11: ``alpha s + (1 - alpha)(1 - s)``; keeps every probability in ``[1 - alpha, alpha]``."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    """Eq. 11: ``alpha s + (1 - alpha)(1 - s)``; keeps every probability in ``[1 - alpha, alpha]``.
+    ``alpha`` must be in [0.5, 1]: below 0.5 the bound would invert the policy (sample against
+    its own greedy action)."""
+    if not 0.5 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0.5, 1] (Eq. 11; below 0.5 the bound inverts the policy), got {alpha}")
     return alpha * probs + (1.0 - alpha) * (1.0 - probs)
 
 
