@@ -107,6 +107,37 @@ def cli_run_args(out: str | Path, name: str, epochs: int) -> list[str]:
     ]
 
 
+def add_stage_arguments(ap: Any, stages: list[str]) -> None:
+    """``--resume``, ``--stages`` and ``--redo`` of a staged, resumable benchmark."""
+    ap.add_argument("--resume", action="store_true", help="skip stages already in the results JSON")
+    ap.add_argument("--stages", default=",".join(stages), help="comma-separated subset of: " + ",".join(stages))
+    ap.add_argument("--redo", default="", help="comma-separated stages to run again even with --resume")
+
+
+def resumable_results(path: Path, fresh: dict[str, Any], *, resume: bool, redo: str) -> dict[str, Any]:
+    """The results dict of a staged benchmark: ``fresh`` plus, with ``resume``, the finished
+    ``stages`` / ``stage_wall_s`` of the JSON at ``path`` when it has the same profile; the
+    comma-separated stages in ``redo`` are dropped so they run again."""
+    results = dict(fresh)
+    if resume and path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("profile") == fresh.get("profile"):
+            results.update({k: old[k] for k in ("stages", "stage_wall_s") if k in old})
+    for stage in (s for s in redo.split(",") if s):
+        results["stages"].pop(stage, None)
+        results["stage_wall_s"].pop(stage, None)
+    return results
+
+
+def selected_stages(spec: str, stages: list[str]) -> list[str]:
+    """The stages named in the comma-separated ``spec``; a ValueError names unknown ones."""
+    wanted = [s for s in spec.split(",") if s]
+    unknown = sorted(set(wanted) - set(stages))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; valid: {stages}")
+    return wanted
+
+
 # -- statistics ------------------------------------------------------------------------------------
 def mean_ci(values: list[float]) -> dict[str, float]:
     """Mean and the half-width of the 95 % t-interval."""

@@ -49,7 +49,17 @@ from lightning.pytorch import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, markdown_table, mean_ci, paired, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    add_stage_arguments,
+    markdown_table,
+    mean_ci,
+    paired,
+    resumable_results,
+    selected_stages,
+    write_results,
+)
 from lr_lightning.data import KernelSRDataModule  # noqa: E402
 from lr_lightning.data.image_io import default_data_root  # noqa: E402
 from lr_lightning.data.kernel_sr import DEFAULT_TEST_KERNELS  # noqa: E402
@@ -389,26 +399,18 @@ def stage_table6(p: dict[str, Any], profile: str, results: dict[str, Any]) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="default")
-    ap.add_argument("--resume", action="store_true", help="skip stages already in the results JSON")
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ",".join(STAGES))
-    ap.add_argument("--redo", default="", help="comma-separated stages to run again even with --resume")
+    add_stage_arguments(ap, STAGES)
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = PROFILES[args.profile]
     name = "ondevice_sr" if args.profile == "default" else f"ondevice_sr_{args.profile}"
     path = RESULTS / f"{name}.json"
     results: dict[str, Any] = {"profile": args.profile, "settings": p, "seeds": SEEDS, "stages": {}, "stage_wall_s": {}}
-    if args.resume and path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("profile") == args.profile:
-            results = {**results, **{k: old[k] for k in ("stages", "stage_wall_s") if k in old}}
-    for stage in (s for s in args.redo.split(",") if s):
-        results["stages"].pop(stage, None)
-        results["stage_wall_s"].pop(stage, None)
-    wanted = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(wanted) - set(STAGES))
-    if unknown:
-        ap.error(f"unknown stages {unknown}; valid: {STAGES}")
+    results = resumable_results(path, results, resume=args.resume, redo=args.redo)
+    try:
+        wanted = selected_stages(args.stages, STAGES)
+    except ValueError as err:
+        ap.error(str(err))
     for stage in STAGES:
         if stage not in wanted or stage in results["stages"]:
             continue

@@ -59,11 +59,14 @@ from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     REPO,
     RESULTS,
+    add_stage_arguments,
     cli_run_args,
     markdown_table,
     mcnemar,
     mean_ci,
     median_time,
+    resumable_results,
+    selected_stages,
     write_results,
 )
 from lr_lightning.cli import main as cli_main  # noqa: E402
@@ -923,9 +926,7 @@ def write(name: str, results: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="default")
-    ap.add_argument("--resume", action="store_true", help="skip stages already in the results JSON")
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ",".join(STAGES))
-    ap.add_argument("--redo", default="", help="comma-separated stages to run again even with --resume")
+    add_stage_arguments(ap, STAGES)
     ap.add_argument("--out", default=None, help="run directories (default benchmarks/runs/patchdrop_cifar10[_profile])")
     args = ap.parse_args()
     sys.argv = sys.argv[:1]  # the CLI runs below get their arguments explicitly
@@ -937,17 +938,11 @@ def main() -> None:
     path = RESULTS / f"{name}.json"
     results: dict[str, Any] = {"profile": args.profile, "settings": PROFILES[args.profile], "seeds": PROFILES[args.profile]["seeds"],
                                "stages": {}, "stage_wall_s": {}}
-    if args.resume and path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("profile") == args.profile:
-            results = {**results, **{k: old[k] for k in ("stages", "stage_wall_s") if k in old}}
-    for stage in (s for s in args.redo.split(",") if s):
-        results["stages"].pop(stage, None)
-        results["stage_wall_s"].pop(stage, None)
-    wanted = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(wanted) - set(STAGES))
-    if unknown:
-        ap.error(f"unknown stages {unknown}; valid: {STAGES}")
+    results = resumable_results(path, results, resume=args.resume, redo=args.redo)
+    try:
+        wanted = selected_stages(args.stages, STAGES)
+    except ValueError as err:
+        ap.error(str(err))
     runner = Runner(args.profile, out)
     for stage in STAGES:
         if stage not in wanted or stage in results["stages"]:
