@@ -643,7 +643,7 @@ def stage_table3(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             best_runs = [best] + [base_run(rule, sd) for sd in seeds[1:]]
             for q in base:
                 block["baselines"].append({"method": q["method"], "S": ceil_s, "acc": mean_ci([q["acc"]]),
-                                           "vs_patchdrop": compare(correct[:1], [q["correct"]])})
+                                           "vs_patchdrop": compare(correct, [q["correct"]] * len(correct))})
             block["best_baseline"] = {"method": best["method"], "S": ceil_s, "acc": mean_ci([q["acc"] for q in best_runs]),
                                       "vs_patchdrop": compare(correct, [q["correct"] for q in best_runs])}
             for q in best_runs + base:
