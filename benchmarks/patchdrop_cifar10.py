@@ -559,18 +559,27 @@ def stage_timing(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
         out[stage] = {"step_ms": round(median_time(step, repeats=5 if r.profile == "smoke" else 15, warmup=2) * 1e3, 1)}
         print(f"[timing] {stage} step {out[stage]['step_ms']:.1f} ms", flush=True)
     out["ft2_over_ft1_step"] = round(out["ft2"]["step_ms"] / out["ft1"]["step_ms"], 3)
-    st = results["stages"]
-    epoch_s = {}
-    for stage in ("ft1", "ft2"):
-        if stage in st:
-            runs = st[stage]["patchdrop"]
-            epoch_s[stage] = round(sum(q["train_s"] for q in runs) / sum(q["epochs"] for q in runs), 1)
-    if "pt_seeds" in st:
-        runs = st["pt_seeds"]["runs"]
-        epoch_s["pt"] = round(sum(q["train_s"] for q in runs) / sum(q["epochs"] for q in runs), 1)
-    out["epoch_s_incl_validation"] = epoch_s
-    if "ft1" in epoch_s and "ft2" in epoch_s:
-        out["ft2_over_ft1_epoch"] = round(epoch_s["ft2"] / epoch_s["ft1"], 3)
+    # whole epochs through the CLI (training loop, validation, checkpointing), timed alone: fits of
+    # n and 2n batches; per step = the difference / n, the rest = start-up + validation
+    n = 3 if r.profile == "smoke" else 20
+    steps_per_epoch = 70  # 18k training images / batch 256
+    cfgs = {"pt": ("cifar10_pt.yaml", []), "ft1": ("cifar10_ft1.yaml", []),
+            "ft2": ("cifar10_ft2.yaml", [f"--model.init_args.lr_checkpoint={REPO / results['stages']['classifiers']['lr']['weights']}"])}
+    hr_w = REPO / results["stages"]["classifiers"]["hr"]["weights"]
+    for stage, (config, extra) in cfgs.items():
+        walls = []
+        for k in (n, 2 * n):
+            cli = cli_main(["--config", str(CFG / config), *r.args(f"timing_{stage}_{k}", 1, 0), f"--trainer.limit_train_batches={k}",
+                            f"--model.init_args.hr_checkpoint={hr_w}", "--data.init_args.batch_size=256", *extra], run=False)
+            t0 = time.perf_counter()
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            walls.append(time.perf_counter() - t0)
+        per_step = (walls[1] - walls[0]) / n
+        rest = walls[0] - n * per_step
+        out[stage].update({"fit_step_ms": round(per_step * 1e3, 1), "startup_plus_validation_s": round(rest, 1),
+                           "epoch_s": round(steps_per_epoch * per_step + rest, 1)})
+        print(f"[timing] {stage} fit: {per_step * 1e3:.0f} ms / step, start-up + validation {rest:.1f} s", flush=True)
+    out["ft2_over_ft1_epoch"] = round(out["ft2"]["epoch_s"] / out["ft1"]["epoch_s"], 3)
     return out
 
 
