@@ -79,7 +79,7 @@ from lr_lightning.nn import CifarResNet, PatchBagNet  # noqa: E402
 NAME = "patchdrop_cifar10"
 CFG = REPO / "configs" / "patchdrop"
 WEIGHTS = RESULTS / "patchdrop_weights"
-_SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.25, 0.5, 1.0], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
+_SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.1, 0.25, 0.5], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
               stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9])
 PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
@@ -118,7 +118,15 @@ class Runner:
         return args
 
     def fit(self, name: str, config: str, epochs: int, extra: list[str], seed: int = 0, test: bool = True) -> dict[str, Any]:
-        """Fit a config, then (``test``) test its best-by-validation checkpoint once."""
+        """Fit a config, then (``test``) test its best-by-validation checkpoint once. A run that
+        finished before (its record in ``out/cache/<name>.json`` and its checkpoint still on
+        disk, e.g. a stage killed half-way on this machine) is not trained again."""
+        cache = self.out / "cache" / f"{name}.json"
+        if cache.is_file():
+            done = json.loads(cache.read_text())
+            if Path(done["checkpoint"]).is_file() and done.get("extra") == extra and done.get("epochs") == epochs and (not test or "test" in done):
+                print(f"[{name}] finished before, reused ({cache})", flush=True)
+                return done
         cli = cli_main(["--config", str(CFG / config), *self.args(name, epochs, seed), *extra], run=False)
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         t0 = time.perf_counter()
@@ -133,6 +141,8 @@ class Runner:
             out["test"] = {k: float(v) for k, v in res.items()}
         print(f"[{name}] best val {out['best_val']:.4f}" + (f", test acc {100 * out['test'].get('test/acc', float('nan')):.2f} %" if test else "")
               + f", train {fit_s:.0f} s", flush=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**out, "extra": extra}, indent=1))
         return out
 
 
