@@ -774,6 +774,21 @@ def claim_check(results: dict[str, Any]) -> dict[str, Any]:
         diffs = {f"{b['method']}@{b['S']}": b["vs_patchdrop"]["diff"] for b in c["baselines"] if b["which"] == "ceil"}
         ceil_s = next(b["S"] for b in c["baselines"] if b["which"] == "ceil")
         out["Pt"] = verdict(c["acc"]["mean"], c["S"]["mean"], ceil_s, diffs)
+        # the same criterion against the baselines' curves interpolated at PatchDrop's own mean test S
+        # (seed k of PatchDrop paired with seed k of a trained / drawn baseline)
+        runs = st["pt_seeds"]["runs"]
+        s_test = sum(q["S"] for q in runs) / len(runs)
+        tc = test_curves(results)
+        interp: dict[str, dict[str, Any]] = {}
+        for rule, label in RULE_LABEL.items():
+            v = tc[rule]
+            per_seed = [v[str(q["seed"])] for q in runs] if isinstance(v, dict) else [v] * len(runs)
+            d = [q["acc"] - interpolate_at([(pt["S"], pt["acc"]) for pt in cv], s_test) for q, cv in zip(runs, per_seed, strict=True)]
+            interp[f"{label}@{s_test:.2f}"] = mean_ci(d)
+        out["Pt at the same S (interpolated)"] = verdict(c["acc"]["mean"], c["S"]["mean"], -1, interp) | {"baseline_S": round(s_test, 2),
+                                                                                                          "baseline_S_ge_patchdrop_S": True}
+        v = out["Pt at the same S (interpolated)"]
+        v["met"] = v["margins_ok"] and v["S_le_9"] and v["within_3_of_hr"]
     for key, label in (("ft1", "Ft-1"), ("ft2", "Ft-2")):
         if key in st:
             f = st[key]
@@ -946,6 +961,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="default")
     add_stage_arguments(ap, STAGES)
+    ap.add_argument("--rewrite", action="store_true", help="only render the JSON / Markdown / figure again from the results JSON")
     ap.add_argument("--out", default=None, help="run directories (default benchmarks/runs/patchdrop_cifar10[_profile])")
     args = ap.parse_args()
     sys.argv = sys.argv[:1]  # the CLI runs below get their arguments explicitly
@@ -962,6 +978,9 @@ def main() -> None:
         wanted = selected_stages(args.stages, STAGES)
     except ValueError as err:
         ap.error(str(err))
+    if args.rewrite:
+        write(name, resumable_results(path, results, resume=True, redo=""))
+        return
     runner = Runner(args.profile, out)
     for stage in STAGES:
         if stage not in wanted or stage in results["stages"]:
