@@ -919,13 +919,16 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
     if "pt_eval" in st:
         for q in st["pt_eval"]["points"]:
             thr = q["threshold_curve"]
-            axes[0].plot([t["S"] for t in thr], [t["acc"] for t in thr], color="k", alpha=0.25, lw=0.8)
+            axes[0].plot([t["S"] for t in thr], [t["acc"] for t in thr], color="k", alpha=0.25, lw=0.8)  # threshold curves
         claim = st["pt_eval"]["claim"]
-        others = [q for q in st["pt_eval"]["points"] if q["sigma"] != claim["config"]["sigma"] or q["seed"] == 0]
-        axes[0].scatter([q["S"] for q in others], [q["acc"] for q in others], color="k", marker="x", zorder=5, label="PatchDrop (sigmas, seed 0)")
-        axes[0].errorbar([claim["S"]["mean"]], [claim["acc"]["mean"]], xerr=[claim["S"]["ci95"]], yerr=[claim["acc"]["ci95"]], color="r",
-                         marker="*", ms=12, zorder=6, label=f"PatchDrop sigma {claim['config']['sigma']} (3 seeds)")
-    colours = {"PatchDrop": "r", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
+        claim_names = {q["name"] for q in st["pt_seeds"]["runs"]}
+        others = [q for q in st["pt_eval"]["points"] if q["name"] not in claim_names]
+        mine = [q for q in st["pt_eval"]["points"] if q["name"] in claim_names]
+        axes[0].scatter([q["S"] for q in others], [q["acc"] for q in others], color="k", marker="x", zorder=5,
+                        label="PatchDrop, other settings of the sweep (seed 0)")
+        axes[0].scatter([q["S"] for q in mine], [q["acc"] for q in mine], color="k", marker="*", s=120, zorder=6,
+                        label=f"PatchDrop sigma {claim['config']['sigma']:g}, one star per seed")
+    colours = {"PatchDrop": "k", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
     for key, marker in (("ft1", "o"), ("ft2", "s")):
         if key in st:
             f = st[key]
