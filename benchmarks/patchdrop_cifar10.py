@@ -767,7 +767,9 @@ def claim_check(results: dict[str, Any]) -> dict[str, Any]:
         ok_diff = all(d["mean"] >= 1.0 and not math.isnan(d["ci95"]) and d["mean"] > d["ci95"] for d in diffs.values())
         return {"patchdrop_acc": round(acc, 2), "patchdrop_S": round(s, 2), "baseline_S": baseline_s, "baseline_S_ge_patchdrop_S": baseline_s >= s,
                 "S_le_9": s <= 9, "hr_gap": round(hr - acc, 2), "within_3_of_hr": hr - acc <= 3, "smallest_margin": {"vs": worst[0], **worst[1]},
-                "margins_ok": ok_diff, "met": ok_diff and baseline_s >= s and s <= 9 and hr - acc <= 3}
+                "margins_ok": ok_diff, "met": ok_diff and baseline_s >= s and s <= 9 and hr - acc <= 3,
+                "failing": sorted(k for k, d in diffs.items() if not (d["mean"] >= 1.0 and not math.isnan(d["ci95"]) and d["mean"] > d["ci95"])),
+                "margins": {k: {"mean": round(d["mean"], 2), "ci95": round(d["ci95"], 2)} for k, d in diffs.items()}}
 
     if "pt_eval" in st:
         c = st["pt_eval"]["claim"]
@@ -857,7 +859,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("## Done criterion (issue): beat every baseline at the same or larger S by >= 1 point and > CI, S <= 9, within 3 of HR-CNN\n")
         lines.append(markdown_table([{"stage": k, **{kk: (str(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()}} for k, v in cc.items()],
                                     ["stage", "patchdrop_acc", "patchdrop_S", "baseline_S", "baseline_S_ge_patchdrop_S", "hr_gap", "margins_ok",
-                                     "S_le_9", "within_3_of_hr", "met", "smallest_margin"]))
+                                     "S_le_9", "within_3_of_hr", "met", "failing"]))
+        lines.append("Margins (PatchDrop minus baseline, points, mean ± 95 % CI over seeds):\n")
+        lines.append(markdown_table([{"stage": k, "vs": b, "margin": f"{m['mean']:.2f} ± {m['ci95']:.2f}"} for k, v in cc.items()
+                                     for b, m in v["margins"].items()], ["stage", "vs", "margin"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:
