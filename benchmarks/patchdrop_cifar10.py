@@ -108,6 +108,7 @@ class Runner:
         self.profile = profile
         self.p = PROFILES[profile]
         self.out = out
+        self.flush: Any = lambda: None  # writes the results JSON (set by main)
 
     def args(self, name: str, epochs: int, seed: int) -> list[str]:
         args = [*cli_run_args(self.out, name, epochs), "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=20",
@@ -437,6 +438,18 @@ def ft_args(r: Runner, sigma: float) -> list[str]:
             f"--data.init_args.batch_size={p['ft_batch']}"]
 
 
+def recorded(results: dict[str, Any], stage: str, name: str) -> dict[str, Any] | None:
+    """A finished run of an unfinished stage, recorded in the results JSON with its committed
+    weights (so a stage resumes run by run, also on a fresh machine)."""
+    rec = results.get("partial", {}).get(stage, {}).get(name)
+    return rec if rec and (REPO / rec["weights"]).is_file() else None
+
+
+def record(r: Runner, results: dict[str, Any], stage: str, rec: dict[str, Any]) -> None:
+    results.setdefault("partial", {}).setdefault(stage, {})[rec["name"]] = {k: v for k, v in rec.items() if k != "correct"}
+    r.flush()
+
+
 def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
     """Ft-1 / Ft-2: PatchDrop fine-tuned from the previous stage (3 seeds; at Ft-1 the sigma is
     chosen on seed 0 among ``ft_sigmas``: validation S in the target range, then the best
@@ -456,6 +469,10 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
 
     def run_pd(seed: int, sigma: float) -> dict[str, Any]:
         name = f"{stage}_sigma{sigma:g}_seed{seed}"
+        if rec := recorded(results, stage, name):
+            g = greedy_eval(load_model(hr=hr_w, stage=rec["weights"], lr=lr_w, logit_bound=bound), r)
+            print(f"[{name}] recorded before, re-evaluated: test acc {g['acc']:.2f} (recorded {rec['acc']:.2f})", flush=True)
+            return {**rec, "correct": g["correct"]}
         init = compose_init(r, name, hr_w=hr_w, stage_w=prev[seed]["weights"])
         run = r.fit(name, config, epochs, [f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
                                            f"--model.init_args.optim.learning_rate={policy_lr}", *explore, *ft_args(r, sigma), *lr_stream],
@@ -463,8 +480,10 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
         w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
         g = greedy_eval(load_model(hr=hr_w, stage=w, lr=lr_w, logit_bound=bound), r)
         print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
-        return {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
-                "val_reward": round(run["best_val"], 4), **g}
+        out = {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
+               "val_reward": round(run["best_val"], 4), **g}
+        record(r, results, stage, out)
+        return out
 
     # sigma per stage, on seed 0: validation S inside the target range, then the best validation accuracy
     sweep = [run_pd(p["seeds"][0], sg) for sg in p["ft_sigmas"]]
@@ -484,6 +503,11 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
     def run_base(rule: str, s: int, seed: int) -> dict[str, Any]:
         kind = {"top_s": "saliency"}.get(rule, rule)
         name = f"{stage}_{kind}_S{s}_seed{seed}"
+        if rec := recorded(results, stage, name):
+            model = load_model(hr=hr_w, stage=rec["weights"], lr=lr_w)
+            test = curve(model, "test", r, rule, [s], seed=seed)[0]
+            print(f"[{name}] recorded before, re-evaluated: test acc {test['acc']:.2f} (recorded {rec['acc']:.2f})", flush=True)
+            return {**rec, "correct": test["correct"]}
         pt_start = stn[str(seed)]["weights"] if rule == "top_s" else None
         ft1_start = results["stages"]["ft1"]["baseline_weights"].get(f"{kind}_seed{seed}") if stage == "ft2" else None
         # Ft-2 continues the rule's own Ft-1 run (at Ft-1's ceil S) when there is one for this seed, else starts as at Ft-1
@@ -500,9 +524,11 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
         val = curve(model, "val", r, rule, [s], seed=seed)[0]
         test = curve(model, "test", r, rule, [s], seed=seed)[0]
         print(f"[{name}] val acc {val['acc']:.2f}, test acc {test['acc']:.2f}", flush=True)
-        return {"method": RULE_LABEL[rule], "S": s, "seed": seed, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
-                "start": "Ft-1 run" if ft1_start else "Pt start", "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2),
-                "correct": test["correct"]}
+        out = {"method": RULE_LABEL[rule], "S": s, "seed": seed, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
+               "start": "Ft-1 run" if ft1_start else "Pt start", "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2),
+               "correct": test["correct"]}
+        record(r, results, stage, out)
+        return out
 
     floor_s, ceil_s = int(s_val // 1), min(16, int(-(-s_val // 1)))
     base = [run_base(rule, s, p["seeds"][0]) for rule in RULE_LABEL for s in sorted({floor_s, ceil_s})]
@@ -990,6 +1016,7 @@ def main() -> None:
         write(name, resumable_results(path, results, resume=True, redo=""))
         return
     runner = Runner(args.profile, out)
+    runner.flush = lambda: write(name, results)
     for stage in STAGES:
         if stage not in wanted or stage in results["stages"]:
             continue
@@ -997,6 +1024,7 @@ def main() -> None:
         t0 = time.perf_counter()
         results["stages"][stage] = globals()[f"stage_{stage}"](runner, results)
         results["stage_wall_s"][stage] = round(time.perf_counter() - t0, 1)
+        results.get("partial", {}).pop(stage, None)
         write(name, results)
         print(f"   {stage} done in {results['stage_wall_s'][stage]:.0f} s", flush=True)
 
