@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch import seed_everything
 
-from benchmarks.common import markdown_table, median_time
+from benchmarks.common import git_commit, markdown_table, median_time
 from benchmarks.ondevice_sr import (
     WEIGHTS,
     bicubic_pairs,
@@ -88,7 +88,8 @@ def stage_table34(p: dict[str, Any], profile: str, results: dict[str, Any]) -> d
                 probe = convert_to_integer(copy.deepcopy(net), bits, "dynamic")
                 calib = calibrate_static_scales(probe, batches, lambda out, hr: (out - hr).abs().mean())
                 scales_file = str(WEIGHTS / f"{profile}_scales_{label}_{bits}.json")
-                save_scale_state(probe, scales_file)
+                save_scale_state(probe, scales_file, {"calibration_batches": 20, "batch_generator_seed": 1, "arm": label,
+                                                      "commit": git_commit()})
             callbacks.append(IntegerTrainingCallback(lr=lr, weight_bits=bits, scales=scales, scales_file=scales_file))
         tr = trainer(f"{profile}_t34_{label}_{scales}", max_steps=steps, callbacks=callbacks)
         tr.fit(task, datamodule=dm)

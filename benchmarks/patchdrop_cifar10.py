@@ -147,13 +147,14 @@ class Runner:
         return out
 
 
-def save_weights(checkpoint: str, prefix: str, path: Path) -> str:
-    """The ``prefix`` sub-state of a Lightning checkpoint as a plain state dict (no optimiser
-    state), committed with the results so a fresh machine can ``--resume``."""
+def save_weights(checkpoint: str, path: Path, prefixes: tuple[str, ...], half: bool = False) -> str:
+    """The entries of a Lightning checkpoint's state dict with the given prefixes as a plain
+    state dict (no optimiser state; ``half`` stores float tensors in float16 to keep committed
+    files small), so a fresh machine can ``--resume``; returns the path relative to the repo."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    own = {k: v for k, v in state.items() if k.startswith(prefix)}
+    own = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefixes)}
     if not own:
-        raise ValueError(f"{checkpoint!r} has no {prefix!r} weights")
+        raise ValueError(f"{checkpoint!r} has no {prefixes} weights")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(own, path)
     return os.path.relpath(path, REPO)
@@ -169,9 +170,9 @@ def stage_classifiers(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     bilinearly, initialised from the HR one, as the paper does)."""
     p = r.p
     hr = r.fit("classifier_hr", "cifar10_classifier_hr.yaml", p["hr_epochs"], [])
-    hr_w = save_weights(hr["checkpoint"], "net.", weights_path(r.profile, "classifier_hr"))
+    hr_w = save_weights(hr["checkpoint"], weights_path(r.profile, "classifier_hr"), ("net.",))
     lr = r.fit("classifier_lr", "cifar10_classifier_lr.yaml", p["lr_epochs"], [f"--model.init_args.init_checkpoint={REPO / hr_w}"])
-    lr_w = save_weights(lr["checkpoint"], "net.", weights_path(r.profile, "classifier_lr"))
+    lr_w = save_weights(lr["checkpoint"], weights_path(r.profile, "classifier_lr"), ("net.",))
     return {"hr": {**hr, "weights": hr_w, "acc": round(100 * hr["test"]["test/acc"], 2)},
             "lr": {**lr, "weights": lr_w, "acc": round(100 * lr["test"]["test/acc"], 2)}}
 
@@ -232,16 +233,6 @@ def curve(model: PatchDropModel, split: str, r: Runner, rule: str, levels: list[
 
 def points(c: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"level": q["level"], "S": round(q["mean_S"], 3), "acc": round(q["acc"], 2)} for q in c]
-
-
-def save_stage_weights(checkpoint: str, path: Path, prefixes: tuple[str, ...], half: bool = False) -> str:
-    """``model.*`` entries of a PatchDrop checkpoint with the given prefixes (plain state dict;
-    ``half`` stores float tensors in float16 to keep the committed files small)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    own = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefixes)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(own, path)
-    return os.path.relpath(path, REPO)
 
 
 def compose_init(r: Runner, name: str, *, hr_w: str, stage_w: str | None) -> str:
@@ -314,7 +305,7 @@ def stage_stn_pt(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
         run = r.fit(f"stn_pt_seed{seed}", "cifar10_stn_pt.yaml", p["stn_epochs"], [
             f"--model.init_args.hr_checkpoint={REPO / c['hr']['weights']}", f"--model.init_args.num_kept={p['stn_s']}",
             f"--data.init_args.batch_size={p['pt_batch']}"], seed=seed, test=False)
-        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, f"stn_pt_seed{seed}"), ("model.policy.",))
+        w = save_weights(run["checkpoint"], weights_path(r.profile, f"stn_pt_seed{seed}"), ("model.policy.",))
         model = load_model(hr=c["hr"]["weights"], stage=w)
         runs[str(seed)] = {**{k: run[k] for k in ("seed", "epochs", "train_s", "best_val")}, "weights": w,
                            "val": points(curve(model, "val", r, "top_s", list(range(17)))),
@@ -337,7 +328,7 @@ def cfg_name(cfg: dict[str, Any]) -> str:
 def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     name = f"{cfg_name(cfg)}_seed{seed}"
     run = r.fit(name, "cifar10_pt.yaml", r.p["pt_epochs"], pt_args(r, results, cfg), seed=seed, test=False)
-    w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates"))
+    w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates"))
     bound = cfg.get("explore", {}).get("logit_bound")
     model = load_model(hr=results["stages"]["classifiers"]["hr"]["weights"], stage=w, logit_bound=bound)
     g = greedy_eval(model, r)
@@ -477,7 +468,7 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
         run = r.fit(name, config, epochs, [f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
                                            f"--model.init_args.optim.learning_rate={policy_lr}", *explore, *ft_args(r, sigma), *lr_stream],
                     seed=seed, test=False)
-        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
+        w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
         g = greedy_eval(load_model(hr=hr_w, stage=w, lr=lr_w, logit_bound=bound), r)
         print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
         out = {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
@@ -519,7 +510,7 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
             f"--model.init_args.init_checkpoint={start}", f"--model.init_args.hr_checkpoint={REPO / hr_w}", *extra, *lr_args,
             *ft_args(r, sigma)], seed=seed, test=False)
         prefixes = ("model.hr_classifier.", "model.policy.") if rule == "top_s" else ("model.hr_classifier.",)
-        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=True)
+        w = save_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=True)
         model = load_model(hr=hr_w, stage=w, lr=lr_w)
         val = curve(model, "val", r, rule, [s], seed=seed)[0]
         test = curve(model, "test", r, rule, [s], seed=seed)[0]
@@ -629,7 +620,7 @@ def stage_table3(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     p = r.p
     seeds = p["seeds"]
     bag = r.fit("bagnet", "cifar10_bagnet.yaml", p["bag_epochs"], [], test=False)
-    bag_w = save_weights(bag["checkpoint"], "net.", weights_path(r.profile, "bagnet"))
+    bag_w = save_weights(bag["checkpoint"], weights_path(r.profile, "bagnet"), ("net.",))
     frozen = load_model(hr=bag_w, bagnet=True)
     full = curve(frozen, "test", r, "fixed_h", [16])[0]
     curves = {rule: points(curve(frozen, "test", r, rule, list(range(17)))) for rule in ("fixed_h", "fixed_v")}
@@ -647,7 +638,7 @@ def stage_table3(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             extra += ["--model.init_args.stage=ft1", f"--model.init_args.init_checkpoint={init}", *ft_args(r, sigma_ft)]
         run = r.fit(name, "cifar10_bagnet_pt.yaml", p["bag_pt_epochs"] if stage == "pt" else p["bag_ft1_epochs"], extra, seed=seed, test=False)
         prefixes = ("model.policy.", "model.policy_updates") + (("model.hr_classifier.",) if stage == "ft1" else ())
-        w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=stage == "ft1")
+        w = save_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=stage == "ft1")
         g = greedy_eval(load_model(hr=bag_w, stage=w, bagnet=True), r)
         print(f"[{name}] val S {g['val_S']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
         return {"name": name, "seed": seed, "weights": w, "train_s": run["train_s"], "epochs": run["epochs"], **g}
@@ -674,7 +665,7 @@ def stage_table3(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
                                                                       "init_args": {"num_classes": 10, "grid": 4, "depth": 8}}),
                     f"--model.init_args.policy_kind={rule}", f"--model.init_args.num_kept={ceil_s}",
                     f"--model.init_args.hr_checkpoint={REPO / bag_w}", *ft_args(r, sigma_ft)], seed=seed, test=False)
-                w = save_stage_weights(run["checkpoint"], weights_path(r.profile, name), ("model.hr_classifier.",), half=True)
+                w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.hr_classifier.",), half=True)
                 model = load_model(hr=bag_w, stage=w, bagnet=True)
                 val = curve(model, "val", r, rule, [ceil_s], seed=seed)[0]
                 test = curve(model, "test", r, rule, [ceil_s], seed=seed)[0]
@@ -730,11 +721,8 @@ def stage_table4(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             run = r.fit(name, "cifar10_hard_positive.yaml", p["hp_epochs"], [
                 f"--model.init_args.augment={aug}", f"--model.init_args.policy_checkpoint={REPO / policy_w}",
                 f"--model.init_args.optim.learning_rate={p['hp_lr']}"], seed=seed, test=False)
-            state = torch.load(run["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-            tmp = r.out / "init" / f"{name}.pt"
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({k: v for k, v in state.items() if k.startswith("net.")}, tmp)
-            c = curve(load_model(hr=str(tmp)), "test", r, "fixed_h", [16])[0]["correct"]
+            net_w = save_weights(run["checkpoint"], r.out / "init" / f"{name}.pt", ("net.",))
+            c = curve(load_model(hr=net_w), "test", r, "fixed_h", [16])[0]["correct"]
             correct[aug].append(c)
             runs[aug].append({"seed": seed, "acc": round(float(c.double().mean() * 100), 2), "best_val_acc": round(100 * run["best_val"], 2),
                               "train_s": run["train_s"], "epochs": run["epochs"]})

@@ -89,11 +89,16 @@ def load_scale_state(net: nn.Module, state: Mapping[str, int] | str | Path, *, s
     return scale_state(net)
 
 
-def save_scale_state(net: nn.Module, path: str | Path) -> dict[str, int]:
-    """Write :func:`scale_state` of ``net`` to a JSON file ``{"scales": {key: s}}``; returns it."""
+def save_scale_state(net: nn.Module, path: str | Path, provenance: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Write :func:`scale_state` of ``net`` to a JSON file ``{"scales": {key: s}}``; returns it.
+    ``provenance`` (e.g. the calibration seed, batches, source weights, commit) is stored beside
+    the scales and ignored when reading."""
     state = scale_state(net)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"format": "lr_lightning.quant.scales/1", "scales": state}, indent=1) + "\n")
+    payload: dict[str, Any] = {"format": "lr_lightning.quant.scales/1", "scales": state}
+    if provenance:
+        payload["provenance"] = dict(provenance)
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
     return state
 
 

@@ -13,7 +13,8 @@ it can reach, image by image, so curves can be compared at equal S and paired te
   rule; for a learned PatchDrop policy, its ranking forced to a fixed S);
 * ``threshold``: keep patch p when ``s_p > level`` (``level = 0.5`` is the learned policy's
   greedy test action, Sec. 4.2); other thresholds trace the policy's own curve;
-* ``random``: a fixed random subset of S patches (the same for every image; ``seed`` picks it),
+* ``random``: a random subset of S patches, the same for every image of a batch (``generator``;
+  :func:`accuracy_curve` reseeds it per batch, so one subset per ``seed``),
   the candidates of :func:`oracle_accuracy`.
 
 Everything is batched; the caller chooses the precision (e.g. bf16 autocast) and device.
@@ -53,8 +54,7 @@ def rule_actions(
     if rule == "threshold":
         return (torch.sigmoid(scores.float()) > level).float()
     if rule == "random":
-        g = torch.Generator().manual_seed(int(generator.initial_seed()) if generator is not None else 0)
-        keep = torch.randperm(p, generator=g)[: int(level)]
+        keep = torch.randperm(p, generator=generator)[: int(level)]
         a = torch.zeros(p, device=device)
         a[keep.to(device)] = 1.0
         return a.expand(batch, p).clone()

@@ -44,7 +44,7 @@ def canonical_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     written before :class:`PatchDropModel` (``policy.*``, ``hr_classifier.*``,
     ``lr_classifier.*`` at the top level) are moved under it; other keys are kept as they are."""
     legacy = tuple(f"{name}." for name in NETWORKS)
-    return {(MODEL_PREFIX + k if k.startswith(legacy) or k == "policy_updates" else k): v for k, v in state.items()}
+    return {(MODEL_PREFIX + k if k.startswith(legacy) else k): v for k, v in state.items()}
 
 
 def read_checkpoint_state(path: str) -> dict[str, Tensor]:
@@ -129,6 +129,11 @@ class PatchDropModel(nn.Module):
             self.register_buffer("fixed", G.fixed_actions(priority, int(num_kept), 1), persistent=False)
         if policy_kind == "stochastic":
             self.register_buffer("survival", G.stochastic_survival(grid, float(num_kept)).view(1, -1), persistent=False)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # state dicts written before the policy_updates counter existed load with 0 updates
+        state_dict.setdefault(prefix + "policy_updates", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def num_patches(self) -> int:

@@ -347,10 +347,7 @@ def _lr(batch: dict[str, Any]) -> Tensor:
 
 def _upgrade_legacy_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: top-level ``policy.*`` / ``hr_classifier.*`` /
-    ``lr_classifier.*`` keys (checkpoints from before :class:`PatchDropModel`) -> ``model.*``;
-    a checkpoint without the ``policy_updates`` counter loads with 0 updates."""
+    ``lr_classifier.*`` keys (checkpoints from before :class:`PatchDropModel`) -> ``model.*``
+    (a state dict without the ``policy_updates`` counter: see ``PatchDropModel._load_from_state_dict``)."""
     ours = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
     state_dict.update({prefix + k: v for k, v in canonical_state({k[len(prefix):]: v for k, v in ours.items()}).items()})
-    counter = f"{prefix}{MODEL_PREFIX}policy_updates"  # checkpoints from before the counter: 0 updates
-    if any(k.startswith(prefix + MODEL_PREFIX) for k in state_dict) and counter not in state_dict:
-        state_dict[counter] = torch.zeros((), dtype=torch.long)
