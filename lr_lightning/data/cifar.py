@@ -36,6 +36,7 @@ class CIFARDataModule(LRDataModule):
         val_fraction: share of the training split held out (seeded) for validation.
         train_subset: keep only this many (seeded, random) training images, e.g. for quick runs.
         augment: random crop (pad 4) + horizontal flip on training batches.
+        skip_corrupt: leave undecodable PNGs out (one warning names them) instead of failing.
         (others: see :class:`LRDataModule`)
     """
 
@@ -52,6 +53,7 @@ class CIFARDataModule(LRDataModule):
         val_fraction: float = 0.1,
         train_subset: int | None = None,
         augment: bool = True,
+        skip_corrupt: bool = False,
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -64,6 +66,7 @@ class CIFARDataModule(LRDataModule):
         self.val_fraction = val_fraction
         self.train_subset = train_subset
         self.augment = augment
+        self.skip_corrupt = skip_corrupt
         self.num_classes = 10 if variant == "cifar10" else 100
         self.check_divisible((32, 32), f"{variant} image size")
 
@@ -98,7 +101,7 @@ class CIFARDataModule(LRDataModule):
         """All images of a split as ``(uint8[N,3,32,32], int64[N])``."""
         folder = self.folder_root / split
         if folder.is_dir():
-            images, labels, classes = load_class_folders_in_memory(folder, size=(32, 32))
+            images, labels, classes = load_class_folders_in_memory(folder, size=(32, 32), skip_corrupt=self.skip_corrupt)
             if len(classes) != self.num_classes:
                 raise ValueError(
                     f"{str(folder)!r} has {len(classes)} class folders, {self.variant} has "

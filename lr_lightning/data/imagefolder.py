@@ -10,23 +10,40 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lr_lightning.data.base import LRDataModule, mixed_order, seeded_split
-from lr_lightning.data.image_io import missing_root_error, read_image, scan_class_folders
+from lr_lightning.data.image_io import (
+    AlphaMode,
+    Precision,
+    find_corrupt,
+    missing_root_error,
+    read_image,
+    scan_class_folders,
+    warn_skipped,
+)
 from lr_lightning.degrade import Degradation
 
 
 class FolderDataset(Dataset):
-    """Files + labels, decoded on access and transformed to a uint8 (3, S, S) tensor."""
+    """Files + labels, decoded on access (:func:`read_image`) and transformed to (3, S, S)."""
 
-    def __init__(self, files: list[Path], labels: list[int], transform: v2.Transform) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        transform: v2.Transform,
+        precision: Precision = "uint8",
+        alpha: AlphaMode = "drop",
+    ) -> None:
         self.files = files
         self.labels = labels
         self.transform = transform
+        self.precision: Precision = precision
+        self.alpha: AlphaMode = alpha
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        img = self.transform(read_image(self.files[i]))
+        img = self.transform(read_image(self.files[i], precision=self.precision, alpha=self.alpha))
         return {"hr": img, "label": torch.tensor(self.labels[i])}
 
 
@@ -42,6 +59,14 @@ class ImageFolderDataModule(LRDataModule):
             ``val_fraction`` of ``train_dir`` (seeded); ``test_dir=None`` tests on the val split.
         hr_size: side of the square HR image (must divide by the degradation factor).
         resize_size: shorter side before cropping (default ``hr_size * 8 // 7``).
+        precision: ``"uint8"`` (default) or ``"float32"``, which keeps 16-bit / float files at full
+            precision up to the device (see :mod:`lr_lightning.data.image_io` for every mode).
+        alpha: an alpha channel is ``"drop"``-ped (default) or composited over ``"white"`` /
+            ``"black"``.
+        skip_corrupt: decode every file once at setup and leave the undecodable ones out, with one
+            warning naming them (default: an undecodable file stops the run, naming it).
+        allow_empty_classes: keep a class folder without images as a class (with a warning)
+            instead of the default error naming it.
     """
 
     def __init__(
@@ -58,6 +83,10 @@ class ImageFolderDataModule(LRDataModule):
         num_workers: int = 2,
         degradation: Degradation | None = None,
         val_fraction: float = 0.1,
+        precision: Precision = "uint8",
+        alpha: AlphaMode = "drop",
+        skip_corrupt: bool = False,
+        allow_empty_classes: bool = False,
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -69,6 +98,10 @@ class ImageFolderDataModule(LRDataModule):
         self.hr_size = hr_size
         self.resize_size = resize_size or hr_size * 8 // 7
         self.val_fraction = val_fraction
+        self.precision: Precision = precision
+        self.alpha: AlphaMode = alpha
+        self.skip_corrupt = skip_corrupt
+        self.allow_empty_classes = allow_empty_classes
         self.check_divisible((hr_size, hr_size), "hr_size")
         self.classes: list[str] = []
 
@@ -86,11 +119,21 @@ class ImageFolderDataModule(LRDataModule):
         folder = self.root / sub
         if not folder.is_dir():
             raise missing_root_error(folder, f"image folder {sub!r}")
-        files, labels, classes = scan_class_folders(folder)
+        files, labels, classes = scan_class_folders(folder, allow_empty=self.allow_empty_classes)
+        if self.skip_corrupt:
+            bad = set(find_corrupt(files))
+            warn_skipped([files[i] for i in sorted(bad)], str(folder))
+            files = [f for i, f in enumerate(files) if i not in bad]
+            labels = [c for i, c in enumerate(labels) if i not in bad]
+            if not files:
+                raise FileNotFoundError(f"no decodable image file under {str(folder)!r}")
         if self.classes and classes != self.classes:
             raise ValueError(f"class folders of {str(folder)!r} differ from those of {self.train_dir!r}")
         self.classes = classes
         return files, labels
+
+    def _dataset(self, files: list[Path], labels: list[int], train: bool) -> FolderDataset:
+        return FolderDataset(files, labels, self._transforms(train), self.precision, self.alpha)
 
     @property
     def num_classes(self) -> int:
@@ -105,11 +148,11 @@ class ImageFolderDataModule(LRDataModule):
                 files, labels = [files[i] for i in tr], [labels[i] for i in tr]
             else:
                 val_files, val_labels = self._mixed(*self._scan(self.val_dir))
-            self.train_set = FolderDataset(files, labels, self._transforms(True))
-            self.val_set = FolderDataset(val_files, val_labels, self._transforms(False))
+            self.train_set = self._dataset(files, labels, True)
+            self.val_set = self._dataset(val_files, val_labels, False)
         if stage in (None, "test", "predict") and self.test_set is None:
             if self.test_dir is None:
                 self.test_set = self.val_set
             else:
                 files, labels = self._mixed(*self._scan(self.test_dir))
-                self.test_set = FolderDataset(files, labels, self._transforms(False))
+                self.test_set = self._dataset(files, labels, False)

@@ -10,18 +10,24 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lr_lightning.data.base import LRDataModule
-from lr_lightning.data.image_io import list_images, missing_root_error, read_image
+from lr_lightning.data.image_io import list_images, missing_root_error, read_images
 from lr_lightning.degrade import Degradation
 
 
-def load_folder_images(folder: Path) -> tuple[list[Tensor], list[str]]:
-    """All images of an SR folder (e.g. ``sr/Set5``) as uint8 (3, H, W) tensors and names."""
+def load_folder_images(folder: Path, skip_corrupt: bool = False) -> tuple[list[Tensor], list[str]]:
+    """All images of an SR folder (e.g. ``sr/Set5``) as uint8 (3, H, W) tensors and names.
+
+    ``skip_corrupt`` leaves undecodable files out with one warning naming them.
+    """
     if not folder.is_dir():
         raise missing_root_error(folder, "super-resolution image folder")
     files = list_images(folder)
     if not files:
         raise FileNotFoundError(f"no image files in {str(folder)!r}")
-    return [read_image(f) for f in files], [f.stem for f in files]
+    images, kept = read_images(files, skip_corrupt=skip_corrupt, where=str(folder))
+    if not images:
+        raise FileNotFoundError(f"no decodable image file in {str(folder)!r}")
+    return images, [files[i].stem for i in kept]
 
 
 class PatchDataset(Dataset):
@@ -96,6 +102,7 @@ class SRDataModule(LRDataModule):
         patches_per_epoch: random patches per training epoch.
         mod_crop: crop evaluation images to a multiple of ``scale`` (else a size that does not
             divide is an error).
+        skip_corrupt: leave undecodable files out (one warning per folder names them).
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class SRDataModule(LRDataModule):
         degradation: Degradation | None = None,
         mod_crop: bool = True,
         augment: bool = True,
+        skip_corrupt: bool = False,
         seed: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -134,6 +142,7 @@ class SRDataModule(LRDataModule):
         self.patches_per_epoch = patches_per_epoch
         self.mod_crop = mod_crop
         self.augment = augment
+        self.skip_corrupt = skip_corrupt
         self.test_sets: list[WholeImageDataset] = []
 
     @property
@@ -144,7 +153,7 @@ class SRDataModule(LRDataModule):
         sets = []
         for d in dirs:
             folder = self.root / d
-            images, names = load_folder_images(folder)
+            images, names = load_folder_images(folder, self.skip_corrupt)
             sets.append(WholeImageDataset(images, names, self.scale, self.mod_crop, folder))
         return sets
 
@@ -152,7 +161,7 @@ class SRDataModule(LRDataModule):
         if stage in (None, "fit") and self.train_set is None:
             images: list[Tensor] = []
             for d in self.train_dirs:
-                images.extend(load_folder_images(self.root / d)[0])
+                images.extend(load_folder_images(self.root / d, self.skip_corrupt)[0])
             self.train_set = PatchDataset(images, self.patch_size, self.patches_per_epoch, self.augment)
         if stage in (None, "fit", "validate") and self.val_set is None:
             sets = self._eval_set(self.val_dirs)
