@@ -4,11 +4,21 @@
 * :class:`GradientPruningCallback`: cost-constrained gradient pruning (paper E, Sec. IV.B, Eq. 6-9).
 * :class:`BestAndLastCheckpoint`: best-by-monitor checkpoints plus a ``last.ckpt`` that really is
   the last one (used by every task).
+* :class:`NonFiniteGuard`: a NaN / inf loss or gradient stops the run naming the step and the loss
+  terms, or skips the update (used by every task; a config can add its own).
 * :mod:`lr_lightning.callbacks.cost`: Eq. 9/16/17 and the meet-in-the-middle solver of Eq. 8.
 """
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
+from lr_lightning.callbacks.finite import NonFiniteGuard, NonFiniteLossError
 from lr_lightning.callbacks.integer import IntegerTrainingCallback
 from lr_lightning.callbacks.pruning import GradientPruningCallback, prunable_layers
 
-__all__ = ["BestAndLastCheckpoint", "GradientPruningCallback", "IntegerTrainingCallback", "prunable_layers"]
+__all__ = [
+    "BestAndLastCheckpoint",
+    "GradientPruningCallback",
+    "IntegerTrainingCallback",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "prunable_layers",
+]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
+from lr_lightning.callbacks.finite import NonFiniteGuard
 from lr_lightning.callbacks.test_keys import SharedTestKeys
 from lr_lightning.methods.optim import OptimSpec, build_optimizer, build_scheduler
 
@@ -83,6 +84,8 @@ class BaseTask(LightningModule):
         self.hparams["channels_last"] = channels_last  # read by to_input
         for name, module in modules.items():
             setattr(self, name, module)
+        #: the ``train/...`` values logged in the current training step (read by NonFiniteGuard)
+        self.step_terms: dict[str, Any] = {}
         self.configure_models()
         self.configure_losses()
         metrics = self.configure_metrics()
@@ -145,6 +148,14 @@ class BaseTask(LightningModule):
                     img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                     logger.experiment.add_image(f"{key}/{i}" if len(paths) > 1 else key, img, self.global_step)
 
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log`` (``log_dict`` calls it too), remembering this step's training
+        terms in :attr:`step_terms` (a reference, no device sync) so a numerical fault can be
+        reported by name (:class:`~lr_lightning.callbacks.NonFiniteGuard`)."""
+        if name.startswith("train/") and isinstance(value, (Tensor, int, float)):
+            self.step_terms[name] = value
+        super().log(name, value, *args, **kwargs)
+
     def to_input(self, x: Tensor) -> Tensor:
         """Put an input batch in the task's memory format."""
         if self.hparams.get("channels_last", False) and x.ndim == 4:
@@ -173,8 +184,13 @@ class BaseTask(LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model,
-        and the shared test keys (:class:`~lr_lightning.callbacks.test_keys.SharedTestKeys`)."""
+        the shared test keys (:class:`~lr_lightning.callbacks.test_keys.SharedTestKeys`) and, unless
+        the trainer has one from the config, a :class:`~lr_lightning.callbacks.NonFiniteGuard`
+        that stops on a NaN / inf loss."""
+        trainer = self._trainer
+        guarded = trainer is not None and any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks)
         return [
+            *([] if guarded else [NonFiniteGuard()]),
             SharedTestKeys(),
             BestAndLastCheckpoint(
                 monitor=self.monitor,

@@ -217,14 +217,15 @@ class MAMLDegradationClassifier(BaseTask):
         opt = self.optimizers()
         opt.zero_grad()
         loss, logs = self.meta_loss(batch["hr"], batch["label"])
-        self.manual_backward(loss)  # under DDP the meta-gradients are averaged across ranks
-        opt.step()
         bs = batch["hr"].shape[0]
         # the same keys for MAML and joint training (docs/metrics.md): train/loss is the objective
-        # (mean query loss after adaptation, or the joint batch loss), train/acc its accuracy
+        # (mean query loss after adaptation, or the joint batch loss), train/acc its accuracy;
+        # logged before the backward so a non-finite loss is reported with its terms
         self.log("train/loss", loss.detach(), batch_size=bs, prog_bar=True)
         for k, v in logs.items():
             self.log(f"train/{k}", v.detach(), batch_size=bs)
+        self.manual_backward(loss)  # under DDP the meta-gradients are averaged across ranks
+        opt.step()
         return loss.detach()
 
     # -- validation: adapt on half the batch, query the other half -------------------------------

@@ -271,12 +271,12 @@ class PatchDrop(BaseTask):
         else:  # baselines at Ft-1 / Ft-2: the HR classifier is fine-tuned on the baseline's masks
             loss, logs = model.classifier_step(x, lr, y, lr_logits=lr_logits)
 
+        logs["loss"] = loss.detach()  # logged before the backward: a non-finite loss is reported with its terms
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=y.shape[0], prog_bar=False)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
-        logs["loss"] = loss.detach()
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=y.shape[0], prog_bar=False)
         return loss.detach()
 
     # -- evaluation ---------------------------------------------------------------------------
