@@ -11,7 +11,9 @@ writes (alongside W&B or others configured under ``trainer.logger``), so every r
   :func:`find_run_checkpoint`);
 * a ``WandbLogger`` gets group / job type / tags and the full resolved config
   (:mod:`lr_lightning.logging_wandb`);
-* ``lr-lightning report RUN_DIRS...`` compares finished runs (:mod:`lr_lightning.report`).
+* ``lr-lightning report RUN_DIRS...`` compares finished runs (:mod:`lr_lightning.report`);
+* ``lr-lightning export --ckpt_path ... --format onnx|torch_export`` exports the networks a
+  device runs (:mod:`lr_lightning.export`).
 
 :func:`console_main` is the console script (exit status 0 on success); :func:`main` returns the
 CLI object for in-process use.
@@ -42,7 +44,8 @@ DESCRIPTION = (
     "lr-lightning: LightningCLI for low-resolution vision. Subcommands fit / validate / test / "
     "predict take --config YAML files; --ckpt_path best|last in validate / test / predict loads "
     "the latest run's checkpoint. `lr-lightning report RUN_DIRS... [--out DIR]` compares finished "
-    "runs (Markdown table + plots)."
+    "runs (Markdown table + plots). `lr-lightning export --ckpt_path CKPT --format onnx|torch_export` "
+    "exports the networks a device runs, checked against PyTorch."
 )
 
 
@@ -227,13 +230,18 @@ def console_main(argv: list[str] | None = None) -> int:
     0 after a successful run; argument errors exit with 2 (jsonargparse prints the error and the
     valid options), a missing ``--ckpt_path best|last`` checkpoint returns 2 with the message,
     and any other error propagates (traceback, status 1). ``report`` dispatches to
-    :func:`lr_lightning.report.main` before LightningCLI parses anything.
+    :func:`lr_lightning.report.main` and ``export`` to :func:`lr_lightning.export.main` before
+    LightningCLI parses anything.
     """
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["report"]:
         from lr_lightning.report import main as report_main
 
         return report_main(words[1:])
+    if words[:1] == ["export"]:
+        from lr_lightning.export import main as export_main
+
+        return export_main(words[1:])
     try:
         main(argv)  # None: LightningCLI reads sys.argv itself (no "args given" warning)
     except CheckpointNotFoundError as err:

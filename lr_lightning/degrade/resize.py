@@ -240,9 +240,11 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise ValueError(f"size must be a pair (H, W) of positive integers, got {size!r}") from None
     for s in (h, w):
+        if isinstance(s, torch.SymInt):  # a symbolic size while exporting with dynamic H / W
+            continue
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"size must be a pair (H, W) of positive integers, got {size!r}")
-    return int(h), int(w)
+    return (h if isinstance(h, torch.SymInt) else int(h)), (w if isinstance(w, torch.SymInt) else int(w))
 
 
 # --------------------------------------------------------------------------- MATLAB imresize

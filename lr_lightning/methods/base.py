@@ -114,6 +114,12 @@ class BaseTask(LightningModule):
         without it no cost is logged."""
         raise NotImplementedError
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The networks a device runs, by name, as :class:`~lr_lightning.export.ExportNet` (a plain
+        module taking images in [0, 1] and example inputs made from ``batch``), for
+        ``lr-lightning export``. Default: none; each method overrides it."""
+        return {}
+
     def hr_pixel_fraction(self, batch: dict[str, Any]) -> float | Tensor | None:
         """Share of the HR image's pixels the test-time prediction used (``test/hr_pixel_fraction``).
 

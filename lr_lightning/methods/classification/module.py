@@ -138,6 +138,13 @@ class ImageClassifier(BaseTask):
         """Test-time prediction: logits of the classifier on its input."""
         return self(self._input(batch))
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``classifier``: image in [0, 1] (the ``input_key`` entry) -> logits."""
+        from lr_lightning.export import ExportNet, Normalized
+
+        x = self._input(batch).float()
+        return {"classifier": ExportNet(Normalized(self.net, self.mean, self.std), (x,), ["image"], ["logits"])}
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         logits = self(self._input(batch))
         return {"pred": logits.argmax(-1), "prob": F.softmax(logits.float(), -1)}

@@ -268,6 +268,12 @@ class DarioNetTask(BaseTask):
         ]
         self.log_image_files("test/darionet", paths)
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``sr``: the distilled SR network, LR image in [0, 1] -> SR image."""
+        from lr_lightning.export import ExportNet
+
+        return {"sr": ExportNet(self.net, (self.lr_input(batch).float(),), ["lr_image"], ["sr_image"], dynamic_size=True)}
+
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the teacher's logits on the super-resolved image."""
         hr = batch["hr"]

@@ -308,6 +308,14 @@ class MAMLDegradationClassifier(BaseTask):
                     key = f"test/acc/{deg.name}" if when == "after" else f"test/acc_before/{deg.name}"
                     self.log(key, metric, batch_size=bs, on_step=False, on_epoch=True)
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``classifier``: the meta-learned LR classifier (before any adaptation), LR image in
+        [0, 1] -> logits."""
+        from lr_lightning.export import ExportNet, Normalized
+
+        lr = self.val_deg(batch["hr"]).float()
+        return {"classifier": ExportNet(Normalized(self.net, self.mean, self.std), (lr,), ["image"], ["logits"])}
+
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the base network on the degraded input (the adaptation steps
         before it are not counted)."""

@@ -238,6 +238,15 @@ class ZeroShotSRTask(BaseTask):
         Image.fromarray(img).save(out_dir / f"{batch['name'][0]}.png")
         return res.sr
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``sr``: the SR network (float), LR image in [0, 1] -> SR image."""
+        from lr_lightning.export import ExportNet
+
+        # the example only fixes shapes (the net is fully convolutional): an LR image the size of
+        # the HR one divided by the scale when the batch has no LR entry (kernel data sets do)
+        lr = batch["lr"] if "lr" in batch else torch.nn.functional.avg_pool2d(batch["hr"], self.hparams.scale)
+        return {"sr": ExportNet(self.net, (lr.float(),), ["lr_image"], ["sr_image"], dynamic_size=True)}
+
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """The final ``F(I_LR)`` of Alg. 2 (the adaptation updates are not counted; their cost is
         Eq. 17, ``test/online_seconds_per_image`` measures them)."""

@@ -286,6 +286,20 @@ class PatchDrop(BaseTask):
             return None
         return torch.Generator(device=self.model.survival.device).manual_seed(10_000 * (stage == "test") + batch_idx)
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``policy`` (LR image -> keep-probability per patch; learned policies) and
+        ``hr_classifier`` (HR image + actions -> logits of the kept patches)."""
+        from lr_lightning.export import ExportNet, MaskedClassifier, PolicyProbs
+
+        m = self.model
+        hr, lr = batch["hr"].float(), _lr(batch).float()
+        actions = (torch.arange(m.num_patches) % 2).float().expand(hr.shape[0], -1).contiguous()
+        nets = {"hr_classifier": ExportNet(MaskedClassifier(m.hr_classifier, m.mean, m.std, m.fill_value, m.grid),
+                                           (hr, actions), ["image", "actions"], ["logits"])}
+        if m.policy is not None and m.policy_kind == "learned":
+            nets["policy"] = ExportNet(PolicyProbs(m.policy, m.mean, m.std, m.logit_bound), (lr,), ["lr_image"], ["keep_probability"])
+        return nets
+
     def inference_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """The test-time prediction (policy, masked HR classifier, + LR stream at Ft-2):
         ``(actions, class log-probabilities)``; what ``test/macs_per_image`` counts."""

@@ -102,6 +102,13 @@ class SuperResolutionTask(BaseTask):
                 total, count = total + float(metric.total), count + int(metric.count)
         self.log("test/psnr_y", total / max(count, 1), batch_size=1)
 
+    def export_networks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``sr``: the SR network (float), LR image in [0, 1] -> SR image."""
+        from lr_lightning.export import ExportNet
+
+        lr = batch_entry(batch, "lr", type(self).__name__).float()
+        return {"sr": ExportNet(self.net, (lr,), ["lr_image"], ["sr_image"], dynamic_size=True)}
+
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the SR image."""
         return self(batch_entry(batch, "lr", type(self).__name__))
