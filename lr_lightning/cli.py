@@ -189,6 +189,10 @@ class LRLightningCLI(LightningCLI):
         self.config_init[subcommand]["ckpt_path"] = str(path)
         self.config[subcommand]["ckpt_path"] = str(path)
 
+    def before_fit(self) -> None:
+        if self.config_init["fit"].get("ckpt_path") == "last":  # resume the latest run of this config
+            self._resolve_ckpt_path("fit")
+
     def before_validate(self) -> None:
         self._resolve_ckpt_path("validate")
 

@@ -6,6 +6,7 @@
   the last one (used by every task).
 * :class:`NonFiniteGuard`: a NaN / inf loss or gradient stops the run naming the step and the loss
   terms, or skips the update (used by every task; a config can add its own).
+* :class:`ResumeState` (every task) and :class:`LastEveryNSteps`: exact resume mid-epoch.
 * :mod:`lr_lightning.callbacks.cost`: Eq. 9/16/17 and the meet-in-the-middle solver of Eq. 8.
 """
 
@@ -13,12 +14,15 @@ from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
 from lr_lightning.callbacks.finite import NonFiniteGuard, NonFiniteLossError
 from lr_lightning.callbacks.integer import IntegerTrainingCallback
 from lr_lightning.callbacks.pruning import GradientPruningCallback, prunable_layers
+from lr_lightning.callbacks.resume import LastEveryNSteps, ResumeState
 
 __all__ = [
     "BestAndLastCheckpoint",
     "GradientPruningCallback",
     "IntegerTrainingCallback",
+    "LastEveryNSteps",
     "NonFiniteGuard",
     "NonFiniteLossError",
+    "ResumeState",
     "prunable_layers",
 ]

@@ -15,6 +15,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     saved. (It uses ``ModelCheckpoint``'s internal save helpers of the pinned Lightning version.)
     """
 
+    #: also rewrite last.ckpt every this many optimiser steps (set by LastEveryNSteps); 0: never
+    last_every_n_train_steps: int = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.last_every_n_train_steps
+        if n and trainer.global_step and trainer.global_step % n == 0:
+            self._ensure_last(trainer)
+
     def _ensure_last(self, trainer: pl.Trainer) -> None:
         if (
             self.save_last

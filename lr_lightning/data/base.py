@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lr_lightning.data.image_io import resolve_root
+from lr_lightning.data.resumable import ResumableDataLoader, ResumableSampler
 from lr_lightning.degrade import Degradation
 
 
@@ -103,17 +104,39 @@ class LRDataModule(LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset | None, train: bool, batch_size: int) -> DataLoader:
+        """Evaluation: in order. Training: a :class:`~lr_lightning.data.resumable.ResumableSampler`
+        (order of epoch ``e`` fixed by ``seed`` and ``e``; exact mid-epoch resume)."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split")
-        return DataLoader(
+        sampler = None
+        if train:
+            keys = bool(getattr(dataset, "seeded_items", False))
+            sampler = ResumableSampler(len(dataset), self.seed, item_keys=keys)  # type: ignore[arg-type]
+            pending = getattr(self, "_pending_train_order", None)
+            if pending:
+                sampler.load_state_dict(pending)
+                self._pending_train_order = None
+            self._train_sampler = sampler
+        return ResumableDataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(dataset) > batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    # -- checkpoints: the training order (exact mid-epoch resume) -------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training is in its epoch's data order."""
+        sampler = getattr(self, "_train_sampler", None)
+        return {"train_order": sampler.state_dict()} if sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called by Lightning on resume, before the training loader exists: the next training
+        loader continues the checkpoint's epoch where it stopped."""
+        self._pending_train_order = state_dict.get("train_order")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size)

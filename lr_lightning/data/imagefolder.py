@@ -19,11 +19,18 @@ from lr_lightning.data.image_io import (
     scan_class_folders,
     warn_skipped,
 )
+from lr_lightning.data.resumable import item_seed
 from lr_lightning.degrade import Degradation
 
 
 class FolderDataset(Dataset):
-    """Files + labels, decoded on access (:func:`read_image`) and transformed to (3, S, S)."""
+    """Files + labels, decoded on access (:func:`read_image`) and transformed to (3, S, S).
+
+    With ``seed`` set (training), items are *keys* ``epoch * n + i`` from the training sampler
+    (``seeded_items``) and each item's random transform is drawn from the global RNG re-seeded by
+    ``(seed, key)`` inside ``torch.random.fork_rng`` (torchvision's transforms draw from the
+    global RNG): the crops do not depend on workers and repeat exactly after a resume.
+    """
 
     def __init__(
         self,
@@ -32,8 +39,11 @@ class FolderDataset(Dataset):
         transform: v2.Transform,
         precision: Precision = "uint8",
         alpha: AlphaMode = "drop",
+        seed: int | None = None,
     ) -> None:
         self.files = files
+        self.seed = seed
+        self.seeded_items = seed is not None
         self.labels = labels
         self.transform = transform
         self.precision: Precision = precision
@@ -42,8 +52,15 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        img = self.transform(read_image(self.files[i], precision=self.precision, alpha=self.alpha))
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        i = int(key) % len(self.files)
+        img = read_image(self.files[i], precision=self.precision, alpha=self.alpha)
+        if self.seed is None:
+            img = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(item_seed(self.seed, int(key)))
+                img = self.transform(img)
         return {"hr": img, "label": torch.tensor(self.labels[i])}
 
 
@@ -133,7 +150,8 @@ class ImageFolderDataModule(LRDataModule):
         return files, labels
 
     def _dataset(self, files: list[Path], labels: list[int], train: bool) -> FolderDataset:
-        return FolderDataset(files, labels, self._transforms(train), self.precision, self.alpha)
+        return FolderDataset(files, labels, self._transforms(train), self.precision, self.alpha,
+                             seed=self.seed if train else None)
 
     @property
     def num_classes(self) -> int:

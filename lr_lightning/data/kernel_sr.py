@@ -176,7 +176,7 @@ class KernelSRDataModule(LRDataModule):
             images: list[Tensor] = []
             for d in self.train_dirs:
                 images.extend(load_folder_images(self._path(d))[0])
-            self.train_set = PatchDataset(images, self.patch_size, self.patches_per_epoch, self.augment)
+            self.train_set = PatchDataset(images, self.patch_size, self.patches_per_epoch, self.augment, self.seed)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = ConcatDataset(self._eval(self.val_dirs, self.val_kernels(), self.val_pairing))
         if stage in (None, "test") and not self.test_sets:

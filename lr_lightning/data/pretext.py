@@ -21,13 +21,20 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from lr_lightning.data.base import DictTensorDataset, LRDataModule
+from lr_lightning.data.resumable import item_seed
 from lr_lightning.data.sr import load_folder_images
 
 
 class RandomCropDataset(Dataset):
-    """``length`` random ``crop_size`` crops (random horizontal flip) average-pooled to ``hr_size``."""
+    """``length`` random ``crop_size`` crops (random horizontal flip) average-pooled to ``hr_size``.
 
-    def __init__(self, images: list[Tensor], crop_size: int, hr_size: int, length: int, flip: bool = True) -> None:
+    Item ``key`` (from the training sampler, unique per epoch: ``seeded_items``) is cropped with a
+    generator seeded by ``(seed, key)``: the same crops whatever the workers, and after a resume.
+    """
+
+    seeded_items = True
+
+    def __init__(self, images: list[Tensor], crop_size: int, hr_size: int, length: int, flip: bool = True, seed: int = 0) -> None:
         kept = [im for im in images if min(im.shape[-2:]) >= crop_size]
         if not kept:
             raise ValueError(f"crop_size {crop_size} is larger than every image ({len(images)} images); use a smaller crop_size")
@@ -35,6 +42,7 @@ class RandomCropDataset(Dataset):
             warnings.warn(f"{len(images) - len(kept)} of {len(images)} images are smaller than crop_size {crop_size} and are skipped", stacklevel=2)
         images = kept
         self.images, self.crop_size, self.hr_size, self.length, self.flip = images, crop_size, hr_size, length, flip
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.length
@@ -53,8 +61,8 @@ class RandomCropDataset(Dataset):
             patch = F.avg_pool2d(patch[None], f)[0]
         return patch.contiguous()
 
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"hr": self.crop()}
+    def __getitem__(self, key: int) -> dict[str, Tensor]:
+        return {"hr": self.crop(torch.Generator().manual_seed(item_seed(self.seed, int(key))))}
 
 
 class PretextFolderDataModule(LRDataModule):
@@ -107,7 +115,8 @@ class PretextFolderDataModule(LRDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = RandomCropDataset(self._images(self.train_dirs), self.crop_size, self.hr_size, self.patches_per_epoch)
+            self.train_set = RandomCropDataset(self._images(self.train_dirs), self.crop_size, self.hr_size, self.patches_per_epoch,
+                                               seed=self.seed)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._fixed_crops(self.val_dirs, self.seed)
         if stage in (None, "test") and self.test_set is None:

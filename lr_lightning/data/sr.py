@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lr_lightning.data.base import LRDataModule
 from lr_lightning.data.image_io import list_images, missing_root_error, read_images
+from lr_lightning.data.resumable import item_seed
 from lr_lightning.degrade import Degradation
 
 
@@ -33,11 +34,15 @@ def load_folder_images(folder: Path, skip_corrupt: bool = False) -> tuple[list[T
 class PatchDataset(Dataset):
     """Random ``patch_size`` HR crops (with flips and 90-degree rotations) from a few images.
 
-    ``length`` crops make an epoch; crop positions come from torch's RNG, which Lightning seeds
-    per worker.
+    ``length`` crops make an epoch. Each item is drawn from its own generator seeded by
+    ``(seed, key)`` (``seeded_items``: the training sampler gives keys unique per epoch), so an
+    epoch's crops are fixed by the seed, do not depend on the number of workers, and are the
+    same after a mid-epoch resume.
     """
 
-    def __init__(self, images: list[Tensor], patch_size: int, length: int, augment: bool = True) -> None:
+    seeded_items = True
+
+    def __init__(self, images: list[Tensor], patch_size: int, length: int, augment: bool = True, seed: int = 0) -> None:
         small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < patch_size]
         if small:
             raise ValueError(f"patch_size {patch_size} is larger than training image(s) of size {small[:3]}")
@@ -45,21 +50,23 @@ class PatchDataset(Dataset):
         self.patch_size = patch_size
         self.length = length
         self.augment = augment
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        img = self.images[int(torch.randint(len(self.images), ()))]
+    def __getitem__(self, key: int) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(item_seed(self.seed, int(key)))
+        img = self.images[int(torch.randint(len(self.images), (), generator=g))]
         h, w = img.shape[-2:]
         p = self.patch_size
-        y = int(torch.randint(h - p + 1, ()))
-        x = int(torch.randint(w - p + 1, ()))
+        y = int(torch.randint(h - p + 1, (), generator=g))
+        x = int(torch.randint(w - p + 1, (), generator=g))
         patch = img[:, y : y + p, x : x + p]
         if self.augment:
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=g) < 0.5:
                 patch = patch.flip(-1)
-            k = int(torch.randint(4, ()))
+            k = int(torch.randint(4, (), generator=g))
             patch = torch.rot90(patch, k, dims=(-2, -1))
         return {"hr": patch.contiguous()}
 
@@ -162,7 +169,7 @@ class SRDataModule(LRDataModule):
             images: list[Tensor] = []
             for d in self.train_dirs:
                 images.extend(load_folder_images(self.root / d, self.skip_corrupt)[0])
-            self.train_set = PatchDataset(images, self.patch_size, self.patches_per_epoch, self.augment)
+            self.train_set = PatchDataset(images, self.patch_size, self.patches_per_epoch, self.augment, self.seed)
         if stage in (None, "fit", "validate") and self.val_set is None:
             sets = self._eval_set(self.val_dirs)
             self.val_set = torch.utils.data.ConcatDataset(sets)

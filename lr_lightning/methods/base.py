@@ -28,6 +28,7 @@ from torchmetrics import MetricCollection
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
 from lr_lightning.callbacks.finite import NonFiniteGuard
+from lr_lightning.callbacks.resume import ResumeState
 from lr_lightning.callbacks.test_keys import SharedTestKeys
 from lr_lightning.methods.optim import OptimSpec, build_optimizer, build_scheduler
 
@@ -192,11 +193,13 @@ class BaseTask(LightningModule):
         """Best-by-``monitor`` and last checkpoints, so ``test --ckpt_path`` finds a trained model,
         the shared test keys (:class:`~lr_lightning.callbacks.test_keys.SharedTestKeys`) and, unless
         the trainer has one from the config, a :class:`~lr_lightning.callbacks.NonFiniteGuard`
-        that stops on a NaN / inf loss."""
+        that stops on a NaN / inf loss, and the random state for exact resume
+        (:class:`~lr_lightning.callbacks.ResumeState`)."""
         trainer = self._trainer
         guarded = trainer is not None and any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks)
         return [
             *([] if guarded else [NonFiniteGuard()]),
+            ResumeState(),
             SharedTestKeys(),
             BestAndLastCheckpoint(
                 monitor=self.monitor,
