@@ -101,7 +101,7 @@ class ResumeState(Callback):
         from lr_lightning.data.resumable import ResumableSampler
 
         sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if isinstance(sampler, ResumableSampler):
+        if isinstance(sampler, ResumableSampler):  # the resume point of the data order
             sizes = [v.shape[0] for v in (batch.values() if isinstance(batch, dict) else batch)
                      if isinstance(v, torch.Tensor) and v.ndim > 0]
             sampler.samples_used += int(sizes[0]) if sizes else 0

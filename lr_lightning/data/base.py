@@ -111,7 +111,9 @@ class LRDataModule(LightningDataModule):
         sampler = None
         if train:
             keys = bool(getattr(dataset, "seeded_items", False))
-            sampler = ResumableSampler(len(dataset), self.seed, item_keys=keys)  # type: ignore[arg-type]
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            sampler = ResumableSampler(len(dataset), self.seed, item_keys=keys, rank=rank, world_size=world)  # type: ignore[arg-type]
             pending = getattr(self, "_pending_train_order", None)
             if pending:
                 sampler.load_state_dict(pending)
@@ -121,7 +123,7 @@ class LRDataModule(LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            drop_last=train and len(dataset) > batch_size,  # type: ignore[arg-type]
+            drop_last=train and len(sampler or dataset) > batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

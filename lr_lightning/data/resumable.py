@@ -15,8 +15,10 @@ drawn before or after a resume, and whatever the number of workers.
 
 Written here rather than taken from ``torchdata.stateful_dataloader``: that loader's state counts
 fetched batches (prefetch included) and knows nothing of per-item randomness; ours is 60 lines.
-Under DDP Lightning wraps this sampler in a distributed one: training is correct, but exact
-mid-epoch resume is tested on one process only.
+Under DDP the sampler shards the epoch's order itself (it is a ``DistributedSampler``, so
+Lightning does not wrap it and re-shuffle): rank ``r`` of ``W`` takes positions ``r, r + W, ...``,
+so the ranks' batches of size ``B`` together are exactly the single-process batch of size
+``W * B`` (the last ``n mod W`` samples of each epoch are left out, as ``drop_last``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 
 def item_seed(seed: int, key: int) -> int:
@@ -36,19 +39,23 @@ def item_seed(seed: int, key: int) -> int:
     return (z ^ (z >> 29)) & 0x7FFFFFFFFFFFFFFF
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffled indices of ``range(n)``, one seeded permutation per epoch, resumable mid-epoch.
+class ResumableSampler(DistributedSampler):
+    """Shuffled indices of ``range(n)``, one seeded permutation per epoch, resumable mid-epoch,
+    sharded over ``world_size`` ranks.
 
     Args:
         n: data set length.
         seed: the permutation of epoch ``e`` is ``randperm(n)`` from ``item_seed(seed, e)``.
         item_keys: yield ``epoch * n + i`` instead of ``i`` (for ``seeded_items`` data sets).
+        rank / world_size: this process's share (``1`` process: everything).
     """
 
-    def __init__(self, n: int, seed: int, item_keys: bool = False) -> None:
+    def __init__(self, n: int, seed: int, item_keys: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.n, self.seed, self.item_keys = n, seed, item_keys
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.samples_used = 0  # samples of the current epoch the training has consumed
+        self.samples_used = 0  # samples of the current epoch this rank's training has consumed
         self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -57,10 +64,11 @@ class ResumableSampler(Sampler[int]):
             self.epoch, self.samples_used, self._skip = epoch, 0, 0
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size
 
     def __iter__(self) -> Iterator[int]:
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(item_seed(self.seed, self.epoch)))
+        perm = perm[self.rank : len(self) * self.world_size : self.world_size]
         start, self._skip = self._skip, 0
         self.samples_used = start
         offset = self.epoch * self.n if self.item_keys else 0
@@ -68,7 +76,8 @@ class ResumableSampler(Sampler[int]):
             yield offset + i
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "samples_used": self.samples_used, "seed": self.seed, "n": self.n}
+        return {"epoch": self.epoch, "samples_used": self.samples_used, "seed": self.seed, "n": self.n,
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if int(state.get("n", self.n)) != self.n or int(state.get("seed", self.seed)) != self.seed:
@@ -76,6 +85,9 @@ class ResumableSampler(Sampler[int]):
                 f"the checkpoint's training order is for {state.get('n')} samples with seed {state.get('seed')}, "
                 f"this data module has {self.n} samples with seed {self.seed}; resume with the same data and seed"
             )
+        if int(state.get("world_size", 1)) != self.world_size:  # another sharding: restart the epoch
+            self.epoch = int(state["epoch"])
+            return
         self.epoch = int(state["epoch"])
         self.samples_used = self._skip = int(state["samples_used"])
 
