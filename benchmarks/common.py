@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lr_lightning.callbacks.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -54,6 +56,8 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cuda": torch.cuda.is_available(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # peak resident memory of the benchmark process (or its largest finished child) so far
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 

@@ -7,12 +7,14 @@
 * :class:`NonFiniteGuard`: a NaN / inf loss or gradient stops the run naming the step and the loss
   terms, or skips the update (used by every task; a config can add its own).
 * :class:`ResumeState` (every task) and :class:`LastEveryNSteps`: exact resume mid-epoch.
+* :class:`MemoryMonitor`: RSS per epoch (leak check) and peak memory.
 * :mod:`lr_lightning.callbacks.cost`: Eq. 9/16/17 and the meet-in-the-middle solver of Eq. 8.
 """
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
 from lr_lightning.callbacks.finite import NonFiniteGuard, NonFiniteLossError
 from lr_lightning.callbacks.integer import IntegerTrainingCallback
+from lr_lightning.callbacks.memory import MemoryMonitor
 from lr_lightning.callbacks.pruning import GradientPruningCallback, prunable_layers
 from lr_lightning.callbacks.resume import LastEveryNSteps, ResumeState
 
@@ -21,6 +23,7 @@ __all__ = [
     "GradientPruningCallback",
     "IntegerTrainingCallback",
     "LastEveryNSteps",
+    "MemoryMonitor",
     "NonFiniteGuard",
     "NonFiniteLossError",
     "ResumeState",
