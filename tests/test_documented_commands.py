@@ -42,6 +42,8 @@ SKIP: dict[str, str] = {
     "lr-lightning report RUN_DIRS... [--out DIR]": "README: the usage synopsis",
     "lr-lightning fit --config ...": "docs/integer_training.md: 'either config'",
     "lr-lightning test ... --ckpt_path=<best transfer .ckpt>": "docs/autoresolution.md: '...' = the transfer command before it",
+    "lr-lightning fit --config ... --ckpt_path last": "docs/foundation.md: 'any config' (README runs a real one)",
+    "lr-lightning export --ckpt_path RUN/checkpoints/last.ckpt --format onnx|torch_export": "docs/foundation.md: the usage synopsis",
 }
 
 #: ``<placeholder>`` in a model argument -> (config whose checkpoint it means, ``best``/``last``).
@@ -242,6 +244,10 @@ def run_documented(cmd: Documented, session: Session, capsys: pytest.CaptureFixt
         md = (session.cwd / out / "report.md").read_text()
         for run in (a for a in args[1:] if not a.startswith("--") and a != str(out)):
             assert f"| {Path(run)}" in md, f"no row for {run} in the report"
+        return
+    if subcommand == "export":  # the checkpoint path it names was written by an earlier fit here
+        assert console_main(args) == 0
+        assert list(session.cwd.rglob("export_report.json")), "export wrote no report"
         return
     config = config_of(args)
     if "--print_config" in args:
