@@ -128,8 +128,10 @@ class NonFiniteGuard(Callback):
                     p.grad = None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        bad_buffers = [n for n, b in pl_module.named_buffers() if b.is_floating_point() and not bool(torch.isfinite(b).all())]
-        if bad_buffers:
+        buffers = [(n, b) for n, b in pl_module.named_buffers() if b.is_floating_point() and b.numel()]
+        finite = torch.stack([torch.isfinite(b).all() for _, b in buffers]) if buffers else None
+        if finite is not None and not bool(finite.all()):  # one device sync per step, not one per buffer
+            bad_buffers = [n for (n, _), ok in zip(buffers, finite.tolist(), strict=True) if not ok]
             raise NonFiniteLossError(
                 f"non-finite buffer(s) {', '.join(bad_buffers[:5])} after the step {self._where(trainer)} "
                 f"(e.g. BatchNorm statistics of a NaN input); {self._terms(pl_module)}"

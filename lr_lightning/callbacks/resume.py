@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lr_lightning.callbacks.test_keys import _batch_size
+
 KEY = "lr_lightning_random_state"
 
 
@@ -101,10 +103,8 @@ class ResumeState(Callback):
         from lr_lightning.data.resumable import ResumableSampler
 
         sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if isinstance(sampler, ResumableSampler):  # the resume point of the data order
-            sizes = [v.shape[0] for v in (batch.values() if isinstance(batch, dict) else batch)
-                     if isinstance(v, torch.Tensor) and v.ndim > 0]
-            sampler.samples_used += int(sizes[0]) if sizes else 0
+        if isinstance(sampler, ResumableSampler) and isinstance(batch, dict):  # the data order's resume point
+            sampler.samples_used += _batch_size(batch)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after the sanity check and the loader iterator's creation, before the first batch is

@@ -123,7 +123,7 @@ class LRDataModule(LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            drop_last=train and len(sampler or dataset) > batch_size,  # type: ignore[arg-type]
+            drop_last=train and len(sampler if sampler is not None else dataset) > batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -85,19 +85,20 @@ class ResumableSampler(DistributedSampler):
                 f"the checkpoint's training order is for {state.get('n')} samples with seed {state.get('seed')}, "
                 f"this data module has {self.n} samples with seed {self.seed}; resume with the same data and seed"
             )
-        if int(state.get("world_size", 1)) != self.world_size:  # another sharding: restart the epoch
-            self.epoch = int(state["epoch"])
-            return
         self.epoch = int(state["epoch"])
-        self.samples_used = self._skip = int(state["samples_used"])
+        if int(state.get("world_size", 1)) == self.world_size:  # another sharding restarts the epoch
+            self.samples_used = self._skip = int(state["samples_used"])
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` whose :class:`ResumableSampler` state travels in Lightning checkpoints."""
+    """A ``DataLoader`` that tells Lightning it resumes mid-epoch (its ``_Stateful`` protocol, so no
+    "not resumable" warning). The position itself is restored once, by the data module's
+    ``load_state_dict`` before the loader exists (``LRDataModule``): Lightning's own loader-state
+    reload is skipped whenever ``configure_optimizers`` estimated the stepping batches, so it
+    cannot be the mechanism, and restoring twice would be two writers of one state."""
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict() if isinstance(self.sampler, ResumableSampler) else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and isinstance(self.sampler, ResumableSampler):
-            self.sampler.load_state_dict(state)
+        """Nothing to do: see the class docstring."""
