@@ -7,11 +7,14 @@
 * :class:`NonFiniteGuard`: a NaN / inf loss or gradient stops the run naming the step and the loss
   terms, or skips the update (used by every task; a config can add its own).
 * :class:`ResumeState` (every task) and :class:`LastEveryNSteps`: exact resume mid-epoch.
+* :class:`WarmupEMA`: EMA of the weights with a warm-up decay and a start step (inert until it
+  has averaged something).
 * :class:`MemoryMonitor`: RSS per epoch (leak check) and peak memory.
 * :mod:`lr_lightning.callbacks.cost`: Eq. 9/16/17 and the meet-in-the-middle solver of Eq. 8.
 """
 
 from lr_lightning.callbacks.checkpoint import BestAndLastCheckpoint
+from lr_lightning.callbacks.ema import WarmupEMA
 from lr_lightning.callbacks.finite import NonFiniteGuard, NonFiniteLossError
 from lr_lightning.callbacks.integer import IntegerTrainingCallback
 from lr_lightning.callbacks.memory import MemoryMonitor
@@ -27,5 +30,6 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteLossError",
     "ResumeState",
+    "WarmupEMA",
     "prunable_layers",
 ]

@@ -36,6 +36,15 @@ from lr_lightning.metrics import PSNRY, SSIMY
 from lr_lightning.nn.weights import load_module_weights, load_state_dict_file
 
 
+def clamp_unit(x: Tensor, how: Literal["straight_through", "hard", "off"]) -> Tensor:
+    """``x`` clamped to [0, 1]: ``hard`` = ``x.clamp(0, 1)``; ``straight_through`` = the same
+    values with the identity gradient (``x + (clamp(x) - x).detach()``); ``off`` = ``x``."""
+    if how == "off":
+        return x
+    clamped = x.clamp(0, 1)
+    return clamped if how == "hard" else x + (clamped - x).detach()
+
+
 def load_weights(module: nn.Module, path: str, prefix: str | None = "auto") -> nn.Module:
     """Load ``path`` (plain state dict, BasicSR file or Lightning checkpoint) into ``module``
     with ``weights_only=True``. ``prefix="auto"`` strips ``"net."`` when the file's keys carry it
@@ -66,6 +75,12 @@ class DarioNetTask(BaseTask):
         lr_degradation: make the LR input from ``batch["hr"]`` with this (paper B: blur +
             0.32x); ``None`` uses ``batch["lr"]`` from the data module.
         resize_mode: how an SR output of another size is resized to the HR size.
+        train_clamp: clamp the SR image to [0, 1] before the teacher (and the pixel loss) in
+            training too, as in evaluation: ``straight_through`` (default) clamps the forward
+            pass and passes the gradient through unchanged, so a pixel pushed out of range
+            still gets a gradient back; ``hard`` is ``Tensor.clamp`` (zero gradient outside);
+            ``off`` trains on the unclamped image (the first release; 9 % of pixels out of
+            range after distillation, issue #15).
         logit_weight: weight of the paper's logit MSE (1).
         pixel_weight: weight of an L1 pixel loss to the HR image (0 in the paper).
         feature_weight: weight of the feature MSE on ``feature_layers`` (0 in the paper).
@@ -96,6 +111,7 @@ class DarioNetTask(BaseTask):
         teacher_std: tuple[float, float, float] = CIFAR10_STD,
         lr_degradation: ResizeDegradation | None = None,
         resize_mode: Literal["bicubic", "bilinear"] = "bicubic",
+        train_clamp: Literal["straight_through", "hard", "off"] = "straight_through",
         logit_weight: float = 1.0,
         pixel_weight: float = 0.0,
         feature_weight: float = 0.0,
@@ -188,8 +204,9 @@ class DarioNetTask(BaseTask):
     # -- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hr = batch["hr"]
-        sr = self.super_resolve(self.lr_input(batch), tuple(hr.shape[-2:]))
+        raw = self.super_resolve(self.lr_input(batch), tuple(hr.shape[-2:]))
         hp = self.hparams
+        sr = clamp_unit(raw, hp.train_clamp)
         with torch.no_grad():
             logits_hr, feats_hr = self._teacher_pass(hr)
         logits_sr, feats_sr = self._teacher_pass(sr)
@@ -197,6 +214,8 @@ class DarioNetTask(BaseTask):
         logit_loss = logit_distillation_loss(logits_sr, logits_hr)
         loss = hp.logit_weight * logit_loss
         self.log("train/loss_logit", logit_loss, batch_size=bs)
+        with torch.no_grad():  # share of SR pixels outside [0, 1] before the clamp
+            self.log("train/out_of_range", ((raw < 0) | (raw > 1)).float().mean(), batch_size=bs)
         if hp.pixel_weight > 0:
             pixel = F.l1_loss(sr.float(), hr.float())
             loss = loss + hp.pixel_weight * pixel

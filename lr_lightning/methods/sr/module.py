@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lr_lightning.degrade import ResizeDegradation, upsample
 from lr_lightning.methods.base import BaseTask, batch_entry
 from lr_lightning.methods.optim import SR_OPTIM, OptimSpec
 from lr_lightning.metrics import PSNRY
@@ -28,10 +29,17 @@ class SuperResolutionTask(BaseTask):
         loss: ``l1`` (ESRGAN/EDSR PSNR-oriented pre-training) or ``l2``.
         optim: optimiser and schedule (default Adam 2e-4, betas (0.9, 0.99) as BasicSR/ESRGAN).
         channels_last: NHWC memory format (see :class:`BaseTask`).
+        lr_degradation: make the LR input from ``batch["hr"]`` with this (paper B's blur +
+            0.32x, :class:`~lr_lightning.degrade.ResizeDegradation`); ``None`` uses
+            ``batch["lr"]`` from the data module.
+        resize_mode: ``none`` (the net's output must be the HR size) or the resampler that
+            brings an output of another size to the HR size before the loss and the metrics
+            (paper B, Fig. 1: x4 of a 0.32x image, resized back), as in ``DarioNetTask``.
     """
 
     monitor = "val/psnr_y"
     mode = "max"
+    network_args = ("lr_degradation",)
 
     def __init__(
         self,
@@ -41,10 +49,27 @@ class SuperResolutionTask(BaseTask):
         loss: Literal["l1", "l2"] = "l1",
         optim: OptimSpec = SR_OPTIM,
         channels_last: bool = False,
+        lr_degradation: ResizeDegradation | None = None,
+        resize_mode: Literal["none", "bicubic", "bilinear"] = "none",
     ) -> None:
+        self.lr_degradation = lr_degradation
         super().__init__(optim=optim, channels_last=channels_last, modules={"net": net})
 
     net: nn.Module
+    lr_degradation: ResizeDegradation | None
+
+    def lr_input(self, batch: dict[str, Any]) -> Tensor:
+        if self.lr_degradation is not None:
+            return self.lr_degradation(batch["hr"])
+        return batch_entry(batch, "lr", f"{type(self).__name__} (or give the task an `lr_degradation`)")
+
+    def super_resolve(self, batch: dict[str, Any]) -> Tensor:
+        """``SR(lr)`` for a batch, resized to the HR size when ``resize_mode`` says so."""
+        sr = self(self.lr_input(batch))
+        hr = batch.get("hr")
+        if self.hparams.resize_mode != "none" and hr is not None and tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
+            sr = upsample(sr, tuple(hr.shape[-2:]), mode=self.hparams.resize_mode)
+        return sr
 
     def configure_losses(self) -> None:
         self.criterion = nn.L1Loss() if self.hparams.loss == "l1" else nn.MSELoss()
@@ -59,18 +84,18 @@ class SuperResolutionTask(BaseTask):
         if sr.shape != hr.shape:
             raise ValueError(
                 f"SR output {tuple(sr.shape)} differs from HR {tuple(hr.shape)}; check that the net's "
-                f"scale equals the data module's scale ({self.hparams.scale})"
+                f"scale equals the data module's scale ({self.hparams.scale}), or set resize_mode"
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        sr = self(batch_entry(batch, "lr", type(self).__name__))
+        sr = self.super_resolve(batch)
         self._check(sr, batch["hr"])
         loss = self.criterion(sr.float(), batch["hr"])
         self.log("train/loss", loss, batch_size=sr.shape[0], prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        sr = self(batch["lr"]).float().clamp(0, 1)
+        sr = self.super_resolve(batch).float().clamp(0, 1)
         self._check(sr, batch["hr"])
         self.log("val/pixel_loss", self.criterion(sr, batch["hr"]), batch_size=sr.shape[0], sync_dist=True)
         self.val_metrics.update(sr, batch["hr"])
@@ -84,7 +109,7 @@ class SuperResolutionTask(BaseTask):
         self.test_psnr = nn.ModuleList([PSNRY(shave=self.hparams.scale) for _ in names]).to(self.device)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        sr = self(batch["lr"]).float().clamp(0, 1)
+        sr = self.super_resolve(batch).float().clamp(0, 1)
         self._check(sr, batch["hr"])
         metric = self.test_psnr[dataloader_idx]
         metric.update(sr, batch["hr"])
@@ -106,12 +131,12 @@ class SuperResolutionTask(BaseTask):
         """``sr``: the SR network (float), LR image in [0, 1] -> SR image."""
         from lr_lightning.export import ExportNet
 
-        lr = batch_entry(batch, "lr", type(self).__name__).float()
+        lr = self.lr_input(batch).float()
         return {"sr": ExportNet(self.net, (lr,), ["lr_image"], ["sr_image"], dynamic_size=True)}
 
     def inference_step(self, batch: dict[str, Any]) -> Tensor:
         """Test-time prediction: the SR image."""
-        return self(batch_entry(batch, "lr", type(self).__name__))
+        return self.super_resolve(batch)
 
     def hr_pixel_fraction(self, batch: dict[str, Any]) -> float:
         """SR sees only the LR image."""
@@ -119,4 +144,4 @@ class SuperResolutionTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         with torch.no_grad():
-            return self(batch["lr"]).float().clamp(0, 1)
+            return self.super_resolve(batch).float().clamp(0, 1)
