@@ -219,3 +219,44 @@ def test_test_run_writes_figures(tmp_path: Path) -> None:
     assert {"test/ce_gap", "test/acc", "test/acc_hr", "test/psnr_y", "test/ssim_y", "test/cross_loss"} <= set(res)
     figs = Path(trainer.log_dir) / "figures"
     assert (figs / "per_class_acc.png").stat().st_size > 0 and (figs / "grid.png").stat().st_size > 0
+
+
+def test_train_clamp_modes() -> None:
+    """``clamp_unit``: the forward values are ``clamp(0, 1)`` for ``hard`` and
+    ``straight_through``; the gradient is the identity for ``straight_through`` and zero outside
+    [0, 1] for ``hard``; ``off`` is the identity."""
+    from lr_lightning.methods.darionet.module import clamp_unit
+
+    x = torch.tensor([-0.5, 0.2, 0.7, 1.3], requires_grad=True)
+    for how, grad in (("straight_through", [1.0, 1.0, 1.0, 1.0]), ("hard", [0.0, 1.0, 1.0, 0.0]), ("off", [1.0, 1.0, 1.0, 1.0])):
+        x.grad = None
+        y = clamp_unit(x, how)
+        expected = x.detach() if how == "off" else x.detach().clamp(0, 1)
+        torch.testing.assert_close(y.detach(), expected, rtol=0, atol=0)
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, torch.tensor(grad), rtol=0, atol=0)
+
+
+def test_teacher_sees_clamped_sr_in_training(tmp_path: Path) -> None:
+    """With the default ``train_clamp`` the teacher's training input (SR) lies in [0, 1] even
+    when the SR net outputs values outside; ``off`` passes them through; ``train/out_of_range``
+    logs the share outside."""
+    seen: list[tuple[float, float]] = []
+    for how in ("straight_through", "off"):
+        task, _ = _task(tmp_path, train_clamp=how)
+        with torch.no_grad():  # push the output out of range: a large bias on the last conv
+            last = [m for m in task.net.modules() if isinstance(m, nn.Conv2d)][-1]
+            last.bias.fill_(3.0)
+        task.configure_models()
+        inputs: list[Tensor] = []
+        hook = task.teacher.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach()))
+        logged: dict[str, Tensor] = {}
+        task.log = lambda k, v, **_: logged.__setitem__(k, v)  # type: ignore[method-assign]
+        task.training_step(_batches(1)[0], 0)
+        hook.remove()
+        # inputs[0] = HR (no grad pass), inputs[1] = SR; undo the teacher normalisation
+        sr_in = inputs[1] * task.std + task.mean
+        seen.append((float(sr_in.min()), float(sr_in.max())))
+        assert float(logged["train/out_of_range"]) > 0.5
+    assert seen[0][0] >= -1e-5 and seen[0][1] <= 1 + 1e-5, seen
+    assert seen[1][1] > 1.5, seen

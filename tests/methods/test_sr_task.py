@@ -40,3 +40,32 @@ def test_test_psnr_per_folder_matches_direct_computation(tmp_path: Path) -> None
         every += values
     assert abs(merged["test/psnr_y"] - sum(every) / len(every)) < 1e-3  # mean over all 5 images, not of the 2 sets
     assert torch.isfinite(torch.tensor(list(merged.values()))).all()
+
+
+def test_lr_degradation_and_resize_back() -> None:
+    """Paper B's recipe: LR made from HR by blur + 0.32x in the task, x4 SR (10 -> 40) resized
+    back to the HR size (32) before the loss; the L1 equals an independent computation. Without
+    ``resize_mode`` the size mismatch is an error naming the fix."""
+    from lr_lightning.degrade import ResizeDegradation
+    from lr_lightning.nn import RRDBNet
+
+    torch.manual_seed(0)
+    deg = ResizeDegradation(0.32, blur_size=3, blur_sigma=0.2)
+    task = SuperResolutionTask(net=RRDBNet(4, nf=8, nb=1, gc=4), scale=4, lr_degradation=deg, resize_mode="bicubic")
+    task.configure_losses()
+    hr = torch.rand(2, 3, 32, 32)
+    sr = task.super_resolve({"hr": hr})
+    assert sr.shape == hr.shape
+    expected = upsample(task.net(deg(hr)), (32, 32), mode="bicubic")
+    torch.testing.assert_close(sr, expected)
+    logged: dict[str, torch.Tensor] = {}
+    task.log = lambda k, v, **_: logged.__setitem__(k, v)  # type: ignore[method-assign]
+    loss = task.training_step({"hr": hr}, 0)
+    torch.testing.assert_close(loss, (expected - hr).abs().mean())
+    assert "lr_degradation" not in task.hparams  # checkpoints stay weights_only-loadable
+    plain = SuperResolutionTask(net=RRDBNet(4, nf=8, nb=1, gc=4), scale=4, lr_degradation=deg)
+    plain.configure_losses()
+    import pytest
+
+    with pytest.raises(ValueError, match="resize_mode"):
+        plain.training_step({"hr": hr}, 0)
