@@ -489,16 +489,16 @@ def summarise(r: Runner, ev: Evaluator, out_dir: Path, name: str) -> tuple[dict[
                for m, v in vs.items() if v is not None}}
     # share of SR pixels out of [0, 1] before the training clamp, last logged value (CSV logs on this machine)
     oor = {}
-    for name, run in r.results["runs"].items():
+    for run_name, run in r.results["runs"].items():
         if run.get("kind") != "darionet":
             continue
-        csvs = sorted((r.out / name).glob("version_*/metrics.csv"))
+        csvs = sorted((r.out / run_name).glob("version_*/metrics.csv"))
         if csvs:
             import csv
 
             vals = [float(q["train/out_of_range"]) for q in csv.DictReader(csvs[-1].open()) if q.get("train/out_of_range")]
             if vals:
-                oor[name] = {"first": round(vals[0], 4), "last": round(vals[-1], 4)}
+                oor[run_name] = {"first": round(vals[0], 4), "last": round(vals[-1], 4)}
     if oor:
         summary["train_out_of_range"] = oor
     # weak start
@@ -619,8 +619,9 @@ def main() -> None:
         if md is not None:
             env = payload["environment"]
             total = sum(results["wall_s_sessions"]) + payload["wall_s_this_session"]
+            n_sessions = len(results["wall_s_sessions"]) + (0 if final else 1)  # the final write has appended this one
             header = (f"# {name}\n\ncommit `{env['git_commit']}`, torch {env['torch']}, lightning {env['lightning']}, {env['threads']} threads, "
-                      f"{env['cpu']}, {env['date_utc']}, wall time {total:.0f} s over {len(results['wall_s_sessions']) + 1} session(s), "
+                      f"{env['cpu']}, {env['date_utc']}, wall time {total:.0f} s over {n_sessions} session(s), "
                       f"seeds {payload['seeds']}\n\n")
             (RESULTS / f"{name}.md").write_text(header + md)
 

@@ -51,7 +51,7 @@ PLACEHOLDERS: dict[str, tuple[str, str]] = {
     "<hr best.ckpt>": ("configs/patchdrop/cifar10_classifier_hr.yaml", "best"),  # docs/patchdrop.md
     "<pt best.ckpt>": ("configs/patchdrop/cifar10_pt.yaml", "best"),
     "<best .ckpt>": ("configs/autoresolution/pretext_cls_cifar10.yaml", "best"),  # docs/autoresolution.md
-    "<SR best.ckpt>": ("configs/darionet/sr_l1_cifar10_x4.yaml", "best"),  # docs/darionet.md
+    "<SR x2 best.ckpt>": ("configs/darionet/sr_l1_cifar10_x2.yaml", "best"),  # docs/darionet.md
     "<HR-CNN best.ckpt>": ("configs/baselines/cifar10_hr_cnn.yaml", "best"),
     "<pretrain_meta last.ckpt>": ("configs/ondevice_sr/pretrain_meta_x4.yaml", "last"),  # docs/ondevice_sr.md
     "<maml last.ckpt>": ("configs/ondevice_sr/maml_x4.yaml", "last"),

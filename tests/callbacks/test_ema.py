@@ -39,13 +39,13 @@ class _Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.2)
 
 
-def _fit(tmp_path: Path, ema: WarmupEMA, steps: int, val_every: int) -> tuple[_Tiny, pl.Trainer]:
+def _fit(tmp_path: Path, ema: WarmupEMA, steps: int, val_every: int, checkpoint: pl.Callback | None = None) -> tuple[_Tiny, pl.Trainer]:
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g))
     model = _Tiny()
-    trainer = pl.Trainer(max_steps=steps, callbacks=[ema], logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = pl.Trainer(max_steps=steps, callbacks=[ema, *([checkpoint] if checkpoint else [])], logger=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, val_check_interval=val_every, check_val_every_n_epoch=None, limit_val_batches=1,
-                         accelerator="cpu", default_root_dir=tmp_path, enable_checkpointing=False)
+                         accelerator="cpu", default_root_dir=tmp_path, enable_checkpointing=checkpoint is not None)
     trainer.fit(model, DataLoader(data, batch_size=4, shuffle=False), DataLoader(data, batch_size=8))
     return model, trainer
 
@@ -98,3 +98,23 @@ def test_bad_arguments() -> None:
         WarmupEMA(decay=1.5)
     with pytest.raises(ValueError, match="start_step"):
         WarmupEMA(start_step=-1)
+
+
+def test_test_after_fit_evaluates_the_checkpoint_average(tmp_path: Path) -> None:
+    """The same callback instance still attached after ``fit``: ``test(ckpt_path=...)`` runs the
+    checkpoint's averaged weights, not the raw ones Lightning's WeightAveraging would reload."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ema = WarmupEMA(decay=0.9)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=6, save_top_k=-1)  # at the last step, before on_train_end
+    model, trainer = _fit(tmp_path, ema, steps=6, val_every=100, checkpoint=saver)
+    ckpt = next((tmp_path / "ck").glob("*.ckpt"))
+    state = torch.load(ckpt, weights_only=True)
+    average, raw = state["state_dict"]["net.weight"], state["current_model_state"]["net.weight"]
+    assert not torch.allclose(average, raw)
+    torch.testing.assert_close(raw, model.raw[-1], rtol=0, atol=0)
+    seen: list[Tensor] = []
+    model.test_step = lambda batch, *_: seen.append(model.net.weight.detach().clone())  # type: ignore[method-assign]
+    g = torch.Generator().manual_seed(2)
+    trainer.test(model, DataLoader(TensorDataset(torch.randn(8, 3, generator=g)), batch_size=8), ckpt_path=ckpt, verbose=False)
+    torch.testing.assert_close(seen[0], average, rtol=0, atol=0)

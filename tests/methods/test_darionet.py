@@ -249,9 +249,9 @@ def test_teacher_sees_clamped_sr_in_training(tmp_path: Path) -> None:
             last.bias.fill_(3.0)
         task.configure_models()
         inputs: list[Tensor] = []
-        hook = task.teacher.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach()))
+        hook = task.teacher.register_forward_pre_hook(lambda _m, a, store=inputs: store.append(a[0].detach()))
         logged: dict[str, Tensor] = {}
-        task.log = lambda k, v, **_: logged.__setitem__(k, v)  # type: ignore[method-assign]
+        task.log = lambda k, v, store=logged, **_: store.__setitem__(k, v)  # type: ignore[method-assign]
         task.training_step(_batches(1)[0], 0)
         hook.remove()
         # inputs[0] = HR (no grad pass), inputs[1] = SR; undo the teacher normalisation

@@ -16,66 +16,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, WeightAveraging
-from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor
+from lightning.pytorch.callbacks import Callback
 
+from lr_lightning.callbacks.ema import EvaluationEMA, tf_ema_avg_fn
 from lr_lightning.methods.base import BaseTask
 from lr_lightning.methods.optim import OptimSpec
-
-
-def tf_ema_avg_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor | int], Tensor]:
-    """``AveragedModel`` average function of ``tf.train.ExponentialMovingAverage(decay,
-    num_updates)``: ``avg <- d avg + (1 - d) param`` with ``d = min(decay, (1 + n) / (10 + n))``,
-    so early steps are not dominated by the random initialisation."""
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1], got {decay}")
-
-    @torch.no_grad()
-    def avg_fn(averaged: Tensor, current: Tensor, num_averaged: Tensor | int) -> Tensor:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if not averaged.is_floating_point():  # e.g. BatchNorm's num_batches_tracked
-            return current.clone()
-        return averaged * d + current.to(averaged.dtype) * (1.0 - d)
-
-    return avg_fn
-
-
-class EvaluationEMA(WeightAveraging):
-    """``WeightAveraging`` whose averaged weights are also what ``validate`` / ``test`` /
-    ``predict`` with a checkpoint evaluate.
-
-    During ``fit`` it behaves like the parent (swap in the average for validation, save the
-    average as the checkpoint's ``state_dict``). When the same callback instance is still
-    attached after ``fit`` (a callback given to the ``Trainer``), the parent's
-    ``validate/test(ckpt_path=...)`` would reload the raw weights (``current_model_state``) and,
-    for ``validate``, swap in the average of the *end of fit* rather than the checkpoint's; here
-    the module keeps the checkpoint's ``state_dict``, i.e. the average saved with it. (The
-    instance returned by ``configure_callbacks`` is re-created for every trainer entry point and
-    has no average outside ``fit``, so there both behave the same.)
-    """
-
-    @staticmethod
-    def _fitting(trainer: Trainer) -> bool:
-        return trainer.state.fn == TrainerFn.FITTING
-
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._fitting(trainer):
-            super().on_validation_epoch_start(trainer, pl_module)
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._fitting(trainer):
-            super().on_validation_epoch_end(trainer, pl_module)
-
-    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        if self._fitting(trainer):
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class PaperRecipeTask(BaseTask):
