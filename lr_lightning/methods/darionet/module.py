@@ -25,13 +25,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import ResizeDegradation, upsample
-from lr_lightning.methods.base import BaseTask, batch_entry
+from lr_lightning.methods.base import BaseTask
 from lr_lightning.methods.darionet.loss import (
     cross_entropy_gap,
     feature_distillation_loss,
     logit_distillation_loss,
 )
 from lr_lightning.methods.optim import DARIONET_OPTIM, OptimSpec
+from lr_lightning.methods.sr.module import lr_from_batch
 from lr_lightning.metrics import PSNRY, SSIMY
 from lr_lightning.nn.weights import load_module_weights, load_state_dict_file
 
@@ -176,9 +177,7 @@ class DarioNetTask(BaseTask):
 
     # -- forward -------------------------------------------------------------------------------
     def lr_input(self, batch: dict[str, Any]) -> Tensor:
-        if self.lr_degradation is not None:
-            return self.lr_degradation(batch["hr"])
-        return batch_entry(batch, "lr", "DarioNetTask (or give the task an `lr_degradation`)")
+        return lr_from_batch(batch, self.lr_degradation, type(self).__name__)
 
     def super_resolve(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
         """``SR(lr)`` resized to ``size`` when the net's output has another size."""

@@ -20,6 +20,14 @@ from lr_lightning.methods.optim import SR_OPTIM, OptimSpec
 from lr_lightning.metrics import PSNRY
 
 
+def lr_from_batch(batch: dict[str, Any], degradation: ResizeDegradation | None, owner: str) -> Tensor:
+    """The LR input of a batch: ``degradation(batch["hr"])`` when the task makes its own LR
+    (paper B's blur + 0.32x), else the data module's ``batch["lr"]`` (an error names ``owner``)."""
+    if degradation is not None:
+        return degradation(batch["hr"])
+    return batch_entry(batch, "lr", f"{owner} (or give the task an `lr_degradation`)")
+
+
 class SuperResolutionTask(BaseTask):
     """Pixel-loss SR training for any injected ``net(lr) -> sr`` network.
 
@@ -59,9 +67,7 @@ class SuperResolutionTask(BaseTask):
     lr_degradation: ResizeDegradation | None
 
     def lr_input(self, batch: dict[str, Any]) -> Tensor:
-        if self.lr_degradation is not None:
-            return self.lr_degradation(batch["hr"])
-        return batch_entry(batch, "lr", f"{type(self).__name__} (or give the task an `lr_degradation`)")
+        return lr_from_batch(batch, self.lr_degradation, type(self).__name__)
 
     def super_resolve(self, batch: dict[str, Any]) -> Tensor:
         """``SR(lr)`` for a batch, resized to the HR size when ``resize_mode`` says so."""
