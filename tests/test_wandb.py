@@ -61,6 +61,7 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    run_records: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (group, job type, tags) as logged
 
 
 def read_offline_run(run_dir: Path) -> OfflineRun:
@@ -80,7 +81,12 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.group, run.job_type, run.tags = record.run.run_group, record.run.job_type, list(record.run.tags)
+            # upsert semantics, as the server applies them on sync: a field a later run record
+            # leaves empty keeps the value an earlier one set
+            run.run_records.append((record.run.run_group, record.run.job_type, list(record.run.tags)))
+            run.group = record.run.run_group or run.group
+            run.job_type = record.run.job_type or run.job_type
+            run.tags = list(record.run.tags) or run.tags
             apply(run.config, record.run.config.update)
         elif kind == "config":
             apply(run.config, record.config.update)
@@ -117,10 +123,11 @@ def test_offline_run_holds_resolved_config_grouping_and_summary(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     save_dir = tmp_path / "runs"
-    runs = {}
+    runs, live = {}, {}
     for subcommand, extra in (("fit", []), ("test", ["--ckpt_path=best"])):
         cli = main([subcommand, *_wandb_args(tiny_cifar, save_dir), *extra])
-        run_id = cli.trainer.loggers[0].experiment.id
+        experiment = cli.trainer.loggers[0].experiment
+        run_id, live[subcommand] = experiment.id, (experiment.group, experiment.job_type)
         csv_dir = Path(cli.trainer.loggers[1].log_dir)
         wandb.finish()
         (run_dir,) = (save_dir / "wandb").glob(f"offline-run-*-{run_id}")
@@ -129,8 +136,9 @@ def test_offline_run_holds_resolved_config_grouping_and_summary(
     fit, fit_dir, fit_csv = runs["fit"]
     test, test_dir, test_csv = runs["test"]
     # group = method, job type = subcommand (no `stage` hparam), tags = data set / degradation
-    assert (fit.group, fit.job_type) == ("ImageClassifier", "fit")
-    assert (test.group, test.job_type) == ("ImageClassifier", "test")
+    assert live == {"fit": ("ImageClassifier", "fit"), "test": ("ImageClassifier", "test")}  # the runs' settings
+    assert (fit.group, fit.job_type) == ("ImageClassifier", "fit"), fit.run_records  # what `wandb sync` uploads
+    assert (test.group, test.job_type) == ("ImageClassifier", "test"), test.run_records
     assert set(fit.tags) == {"datamodule:CIFARDataModule", "data:cifar10", "degradation:bicubic4+up"}
     # the full resolved config, CLI overrides included (LightningCLI alone sends only hparams)
     assert fit.config["model"]["class_path"] == "lr_lightning.methods.ImageClassifier"
