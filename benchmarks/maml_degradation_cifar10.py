@@ -1,26 +1,44 @@
-"""Paper A on CIFAR-10 (x2, 32 -> 16): MAML over degradation tasks vs joint training, source-only,
-oracle and a frozen-SR + HR-CNN scheme, all under the same meta-test adaptation protocol.
+"""Paper A on CIFAR-10: does meta-learning over degradations (MAML) adapt better than joint
+training, on held-out degradations where adaptation has something to gain?
 
-    flock /tmp/lr_cpu.lock .venv/bin/python benchmarks/maml_degradation_cifar10.py [--profile small|paper|smoke]
+    .venv/bin/python benchmarks/maml_degradation_cifar10.py --resume [--profile small|smoke]
 
-``small`` (default, <= 30 min on 2 CPU cores): short meta-training with outer Adam 1e-3;
-``paper``: the paper's 11 epochs at outer Adam 1e-4 (for a GPU); ``smoke``: a few steps to check
-the script. Writes benchmarks/results/maml_degradation_cifar10.{json,md,png}:
+Protocol (issue 14):
 
-* the adaptation table: rows (method, BatchNorm mode, unseen target, k, n) with accuracy on the
-  whole test set before / after n SGD steps at lr 0.01 on k labelled LR training images (mean of
-  ``support_seeds`` draws), plus MACs per image;
-* accuracy after adaptation vs k and vs n (mean over targets), MAML vs joint;
-* the cost table (MACs, CPU latency per image);
-* meta-training curves (query loss vs step, paper Fig. 4-5);
-* the meta-step time of the Lightning module vs a plain learn2learn loop of the same maths, and
-  the first-order speed-up.
+* **task space** ``rich`` (:data:`lr_lightning.degrade.PRESETS`): 20 degradations of the 32 x 32
+  HR images to one 16 x 16 input: bicubic / bilinear / average / max pooling at x2 (native),
+  x3 and x4 (upsampled back to 16), Gaussian blur sigma 0.8-1.6, DoReFa 3-4 bits, sensor noise
+  <= 8 levels, JPEG quality 50-90, gamma 0.8-1.25;
+* **held-out targets outside that hull** (:data:`TARGETS`): each one beyond the training range of
+  one factor (JPEG 15, noise 24, x8, blur 2.5, gamma 2.2, and all of them at once) plus one
+  in-hull control; the **headroom** of a target is oracle (trained on that target, the same
+  pipeline, images and steps) minus joint, before adaptation, paired over training seeds. Only
+  targets whose headroom CI lies above zero count for the claim;
+* **methods**, all the same Conv4 (16 x 16 input), outer Adam at one rate, 64 labelled images per
+  step, M = 4 tasks (the paper's recipe): MAML (second order), FOMAML at MAML's wall time, Meta-SGD
+  (per-layer per-step learnt inner rates, second order), ANIL (head only), BN-only; joint training
+  (same images and tasks per step), joint at MAML's wall time, source-only (bicubic x2), oracle;
+* **meta-test**: k = 32 labelled training images of the target, n = 5 SGD steps at a rate chosen
+  per method on the validation split ({0.003, 0.01, 0.03, 0.1}; Meta-SGD uses its learnt rates),
+  accuracy on the whole CIFAR-10 test set under the target, before / after; ``support_draws``
+  support draws per target;
+* **BatchNorm protocols**: ``running`` (eval mode, running statistics) and ``transductive`` (batch
+  statistics of fixed test batches of ``test_batch`` images, class-mixed by a fixed shuffle);
+* **statistics**: ``seeds`` training seeds per method; differences paired over seeds (same support
+  draws, same test images), mean +- 95 % t-interval;
+* **curves**: accuracy after adaptation vs k and vs n (seed 0, targets with headroom);
+* **cost**: MACs / CPU latency per image, and the meta-step time of the Lightning module vs a
+  plain learn2learn loop of the same maths (``meta_step_ms``).
+
+Resumable: every trained model (float16 weights in ``benchmarks/results/maml_weights/``) and every
+evaluated (method, seed) is written to ``benchmarks/results/maml_degradation_cifar10.json`` as it
+finishes; ``--resume`` skips them.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import math
 import statistics
 import sys
@@ -32,49 +50,77 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import CSVLogger
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, RESULTS, markdown_table, median_time, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, environment, markdown_table, mean_ci, median_time, paired  # noqa: E402
 from lr_lightning.data import CIFARDataModule  # noqa: E402
-from lr_lightning.degrade import Degradation  # noqa: E402
-from lr_lightning.methods import ImageClassifier  # noqa: E402
-from lr_lightning.methods.maml_degradation import (  # noqa: E402
-    MAMLDegradationClassifier,
-    SRThenCNN,
-    adapt_classifier,
-    evaluate_classifier,
-    sample_support,
-)
-from lr_lightning.methods.optim import MAML_OPTIM, SR_OPTIM, OptimSpec  # noqa: E402
-from lr_lightning.methods.sr import SuperResolutionTask  # noqa: E402
-from lr_lightning.nn import ZSSR8, Conv4  # noqa: E402
+from lr_lightning.degrade import PRESETS, Degradation, DegradationSpace  # noqa: E402
+from lr_lightning.meta import batch_norm_uses_batch_stats, functional_forward  # noqa: E402
+from lr_lightning.methods.maml_degradation import MAMLDegradationClassifier, adapt_classifier, sample_support  # noqa: E402
+from lr_lightning.methods.optim import MAML_OPTIM  # noqa: E402
+from lr_lightning.nn import Conv4  # noqa: E402
 from lr_lightning.plotting import pyplot  # noqa: E402
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 NAME = "maml_degradation_cifar10"
-TARGETS = ["bicubic2", "bilinear2", "nearest2", "area2", "blur2(s1.0)", "avgpool2+q5", "maxpool2+q6"]
+WEIGHTS = RESULTS / "maml_weights"  # of the small profile; other profiles get their own folder
+SPACE = "rich"
+# held-out targets: which training range each one leaves (the rich space's maximum in brackets)
+TARGETS: dict[str, str] = {
+    "bicubic2+jpeg15": "JPEG quality 15 (training 50-90)",
+    "bicubic2+n24": "noise 24 levels (training <= 8)",
+    "bicubic8+up16": "scale x8 (training x2-x4)",
+    "blur2(s2.5)": "blur sigma 2.5 at x2 (training <= 1.2 at x2, 1.6 at x4)",
+    "bicubic2+g2.2": "gamma 2.2 (training 0.8-1.25)",
+    "blur4(s2.4)+n16+jpeg30+up16": "blur, noise and JPEG all beyond their ranges",
+    "bilinear4+n4+jpeg70+up16": "in-hull control (every factor inside the training ranges)",
+}
+ADAPT_LRS = [0.003, 0.01, 0.03, 0.1]
+BN_MODES = ["transductive", "running"]
+# method -> MAMLDegradationClassifier arguments ("_time": trained for MAML's measured wall time)
+METHODS: dict[str, dict[str, Any]] = {
+    "joint": dict(algorithm="joint"),
+    "MAML": dict(algorithm="maml"),
+    "FOMAML_time": dict(algorithm="maml", first_order=True),
+    "ANIL_MAML": dict(algorithm="maml", inner_params="head"),
+    "MetaSGD_MAML": dict(algorithm="maml", learn_inner_lr=True),
+    "BNonly_MAML": dict(algorithm="maml", inner_params="bn"),
+    "joint_time": dict(algorithm="joint"),
+    "source_only": dict(algorithm="joint", tasks=["bicubic2"]),
+}
+MAML_VARIANTS = [m for m in METHODS if "MAML" in m]
+JOINT_VARIANTS = ["joint", "joint_time"]
 PROFILES: dict[str, dict[str, Any]] = {
-    # meta_steps: outer steps of MAML and joint (same images / tasks); cls_epochs: source-only and
-    # oracle epochs; sr_epochs / hrcnn_epochs: the SR scheme's two stages.
-    "smoke": dict(meta_steps=6, outer_lr=1e-3, cls_epochs=0.02, sr_epochs=0.02, hrcnn_epochs=0.02, val_every=3,
-                  val_batches=2, support_seeds=1, test_limit=500, timing_steps=4, ks=[16, 32], ns=[5, 10]),
-    "small": dict(meta_steps=400, outer_lr=1e-3, cls_epochs=1.5, sr_epochs=1, hrcnn_epochs=1.5, val_every=50,
-                  val_batches=20, support_seeds=2, test_limit=None, timing_steps=8, ks=[16, 32, 64, 128],
-                  ns=[5, 10, 20]),
-    "paper": dict(meta_steps=11 * 281, outer_lr=1e-4, cls_epochs=11, sr_epochs=20, hrcnn_epochs=11, val_every=281,
-                  val_batches=100, support_seeds=5, test_limit=None, timing_steps=20, ks=[16, 32, 64, 128],
-                  ns=[5, 10, 20]),
+    "smoke": dict(steps=4, seeds=[0], support_draws=2, test_limit=400, val_limit=200, test_batch=100,
+                  ks=[8, 32], ns=[1, 5], curve_draws=1, lr_draws=1, timing_steps=3, outer_lr=1e-3),
+    "small": dict(steps=400, seeds=[0, 1, 2], support_draws=10, test_limit=None, val_limit=None, test_batch=100,
+                  ks=[8, 32, 128], ns=[1, 5, 20], curve_draws=2, lr_draws=3, timing_steps=8,
+                  outer_lr=1e-3),
 }
 
 
-class StepTimer(Callback):
-    """Wall time of every training step (training_step + optimiser, data loading excluded)."""
+# -- training -----------------------------------------------------------------------------------------
+def module(method: str, seed: int, outer_lr: float, target: str | None = None) -> MAMLDegradationClassifier:
+    """The Conv4 model of ``method`` (``oracle`` with its ``target``), seeded."""
+    torch.manual_seed(seed)
+    kw: dict[str, Any] = dict(METHODS.get(method, {}))
+    if method == "oracle":
+        kw = dict(algorithm="joint", tasks=[target])
+    if "tasks" not in kw:
+        kw["space_preset"] = SPACE
+    return MAMLDegradationClassifier(
+        net=Conv4(10, 16), tasks_per_step=4, task_batches="shared", inner_steps=5, inner_learning_rate=0.01,
+        task_seed=seed, val_degradation="bicubic2", optim=MAML_OPTIM.with_learning_rate(outer_lr), bn="transductive",
+        input_size=32, **kw,
+    )
 
+
+class StepTimer(Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
@@ -85,50 +131,95 @@ class StepTimer(Callback):
         self.times.append(time.perf_counter() - self.t)
 
 
-ACCELERATOR = "cpu"
+def fit(model: nn.Module, dm: CIFARDataModule, steps: int, root: Path, run: str) -> dict[str, float]:
+    timer = StepTimer()
+    tr = Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", devices=1, precision="32-true",
+                 logger=CSVLogger(root, name=run, version=0), enable_progress_bar=False, enable_model_summary=False,
+                 enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=25,
+                 callbacks=[timer])
+    t0 = time.perf_counter()
+    tr.fit(model, dm)
+    return {"wall_s": round(time.perf_counter() - t0, 1), "steps": tr.global_step,
+            "step_ms_median": round(1000 * statistics.median(timer.times[2:] or timer.times), 2)}
 
 
-def trainer(run: str, max_steps: int, root: Path, val_every: int | None = None, val_batches: int = 0,
-            callbacks: list[Callback] | None = None, log_every: int = 10) -> Trainer:
-    return Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator=ACCELERATOR, devices=1, precision="32-true",
-        logger=CSVLogger(root, name=run, version=0), enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, val_check_interval=val_every, check_val_every_n_epoch=None if val_every else 1,
-        limit_val_batches=val_batches, num_sanity_val_steps=0, log_every_n_steps=log_every,
-        callbacks=callbacks or [],
-    )
+def save_weights(model: nn.Module, key: str) -> None:
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.half() if v.is_floating_point() and not k.startswith("inner_lrs") else v for k, v in model.state_dict().items()}
+    torch.save(sd, WEIGHTS / f"{key}.pt")
 
 
-def maml_module(algorithm: str, first_order: bool, lr: float, bn: str = "transductive") -> MAMLDegradationClassifier:
-    torch.manual_seed(0)
-    return MAMLDegradationClassifier(
-        net=Conv4(10, 16), algorithm=algorithm, first_order=first_order, optim=MAML_OPTIM.with_learning_rate(lr), bn=bn,  # type: ignore[arg-type]
-        tasks_per_step=4, inner_steps=5, inner_learning_rate=0.01, task_batches="shared",
-    )
+def load_weights(model: nn.Module, key: str) -> nn.Module:
+    sd = torch.load(WEIGHTS / f"{key}.pt", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return model.eval()
 
 
-def classifier(net: nn.Module, lr: float = 1e-3, normalize: bool = True) -> ImageClassifier:
-    kw: dict[str, Any] = {} if normalize else {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-    return ImageClassifier(net=net, input_key="lr", optim=OptimSpec(name="adam", learning_rate=lr), channels_last=False, **kw)
+# -- evaluation ---------------------------------------------------------------------------------------
+def degrade_all(hr_u8: Tensor, deg: Degradation, seed: int, chunk: int = 1000) -> Tensor:
+    """The whole set under ``deg`` once (fixed noise draws), float32."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([deg(hr_u8[i : i + chunk].float().div(255), g) for i in range(0, len(hr_u8), chunk)])
 
 
-def plain_l2l_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
-    """One meta-step written directly with learn2learn (same maths as the module), as a closure."""
+@torch.no_grad()
+def accuracy(model: MAMLDegradationClassifier, x: Tensor, y: Tensor, bn: str, batch: int,
+             params: dict[str, Tensor] | None = None, buffers: dict[str, Tensor] | None = None) -> float:
+    """Accuracy (%) on pre-degraded inputs; ``transductive``: BN with the statistics of each
+    ``batch``-image test batch; ``running``: eval mode."""
+    model.eval()
+    bufs = {n: b.clone() for n, b in (buffers or dict(model.named_buffers())).items()}
+    fwd = functional_forward(model, params or {}, bufs)
+    correct = 0
+    with batch_norm_uses_batch_stats(model, enabled=bn == "transductive"):
+        for i in range(0, len(y), batch):
+            correct += int((fwd(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum())
+    return 100.0 * correct / len(y)
+
+
+def adapt(model: MAMLDegradationClassifier, deg: Degradation, train_set: Any, k: int, n: int, lr: float, bn: str,
+          draw: int) -> Any:
+    """Adapt on ``k`` training images of support draw ``draw`` under ``deg`` (Meta-SGD: its learnt rates)."""
+    hr, y = sample_support(train_set, k, torch.Generator().manual_seed(1000 + draw))
+    x = deg(hr, torch.Generator().manual_seed(2000 + draw))
+    rates = model.adaptation_rates("net.", lr)
+    return adapt_classifier(model, x, y, n, rates, bn=bn, adapt=model.adapted_names("net."))  # type: ignore[arg-type]
+
+
+def macs_and_latency(net: nn.Module, size: int) -> tuple[int, float]:
+    net.eval()
+    x = torch.rand(1, 3, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(x)
+    with torch.no_grad():
+        lat = median_time(lambda: net(x), repeats=50, warmup=5)
+    return int(fc.get_total_flops() // 2), round(1000 * lat, 3)
+
+
+# -- meta-step timing: Lightning module vs a plain learn2learn loop (same maths, paper space) -----------
+def meta_step_times(hr: Tensor, y: Tensor, first_order: bool, steps: int) -> dict[str, float]:
     import learn2learn as l2l
 
     from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-    from lr_lightning.degrade import DegradationSpace
 
     torch.manual_seed(0)
-    net = Conv4(10, 16)
-    maml = l2l.algorithms.MAML(net, lr=0.01, first_order=first_order)
-    opt = torch.optim.Adam(maml.parameters(), lr=1e-3)
+    m = MAMLDegradationClassifier(net=Conv4(10, 16), first_order=first_order, inner_steps=5, tasks_per_step=4,
+                                  task_batches="shared", optim=MAML_OPTIM.with_learning_rate(1e-3))
+    opt_m = torch.optim.Adam(m.parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    maml = l2l.algorithms.MAML(Conv4(10, 16), lr=0.01, first_order=first_order)
+    opt_l = torch.optim.Adam(maml.parameters(), lr=1e-3)
     space, g = DegradationSpace(), torch.Generator().manual_seed(0)
     mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     h = hr.shape[0] // 2
 
-    def step() -> None:
-        opt.zero_grad()
+    def ours() -> None:
+        opt_m.zero_grad()
+        m.meta_loss(hr, y)[0].backward()
+        opt_m.step()
+
+    def plain() -> None:
+        opt_l.zero_grad()
         losses = []
         for deg in space.sample(4, g):
             learner = maml.clone()
@@ -137,320 +228,320 @@ def plain_l2l_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
                 learner.adapt(F.cross_entropy(learner(s), y[:h]))
             losses.append(F.cross_entropy(learner(q), y[h:]))
         torch.stack(losses).mean().backward()
-        opt.step()
+        opt_l.step()
 
-    return step
-
-
-def core_step(hr: torch.Tensor, y: torch.Tensor, first_order: bool) -> Any:
-    """The module's meta_loss + backward + Adam step, called without Lightning, as a closure."""
-    m = maml_module("maml", first_order, 1e-3)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad()
-        m.meta_loss(hr, y)[0].backward()
-        opt.step()
-
-    return step
-
-
-class InterleavedTimer(Callback):
-    """Times every Lightning training step and, right after it, one step of each reference loop,
-    so all three are measured under the same (shared, drifting) machine load."""
-
-    def __init__(self, others: dict[str, Any]) -> None:
-        self.others = others
-        self.times: dict[str, list[float]] = {"lightning_module": [], **{k: [] for k in others}}
-
-    def on_train_batch_start(self, *args: Any) -> None:
-        self.t = time.perf_counter()
-
-    def on_train_batch_end(self, *args: Any) -> None:
-        self.times["lightning_module"].append(1000 * (time.perf_counter() - self.t))
-        for k, fn in self.others.items():
+    times: dict[str, list[float]] = {"ours": [], "plain_loop": []}
+    for i in range(steps + 2):  # interleaved, so both see the same machine load
+        for key, fn in (("ours", ours), ("plain_loop", plain)):
             t = time.perf_counter()
             fn()
-            self.times[k].append(1000 * (time.perf_counter() - t))
+            if i >= 2:
+                times[key].append(1000 * (time.perf_counter() - t))
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
-def meta_step_times(dm: CIFARDataModule, hr: torch.Tensor, y: torch.Tensor, first_order: bool, steps: int,
-                    root: Path) -> dict[str, float]:
-    """Median ms per meta-step: Lightning module (fit loop), module core, plain learn2learn."""
-    others = {"module_core_no_lightning": core_step(hr, y, first_order),
-              "plain_learn2learn": plain_l2l_step(hr, y, first_order)}
-    timer = InterleavedTimer(others)
-    dm.batch_size, dm.degradation = 64, None
-    t = trainer(f"timing_{'fo' if first_order else 'so'}", steps + 2, root, callbacks=[timer], log_every=50)
-    t.limit_val_batches = 0
-    t.fit(maml_module("maml", first_order, 1e-3), dm)
-    return {k: statistics.median(v[2:]) for k, v in timer.times.items()}
+# -- main -----------------------------------------------------------------------------------------------
+class State:
+    """The results JSON, written after every finished unit."""
 
+    def __init__(self, path: Path, profile: str, resume: bool) -> None:
+        self.path = path
+        fresh: dict[str, Any] = {"profile": profile, "train": {}, "evals": {}, "lr_selection": {}, "curves": {}}
+        self.data = fresh
+        if resume and path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("profile") == profile and "evals" in old:
+                self.data = {**fresh, **{k: v for k, v in old.items() if k in fresh or k in ("timing", "costs", "invocations", "wall_s_before")}}
 
-def macs_and_latency(model: nn.Module, lr_size: int) -> tuple[int, float]:
-    model.eval()
-    x = torch.rand(1, 3, lr_size, lr_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
-    macs = fc.get_total_flops() // 2
-    with torch.no_grad():
-        lat = median_time(lambda: model(x), repeats=50, warmup=5)
-    return int(macs), 1000 * lat
-
-
-def read_curve(log_dir: Path, key: str) -> list[tuple[int, float]]:
-    path = log_dir / "metrics.csv"
-    out = []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            if row.get(key):
-                out.append((int(row["step"]), float(row[key])))
-    return out
+    def save(self, wall: float, extra: dict[str, Any] | None = None) -> None:
+        payload = {**self.data, **(extra or {}), "environment": environment(), "wall_time_s": round(wall, 1)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="small")
+    ap.add_argument("--resume", action="store_true", help="skip trained models and evaluated rows in the JSON")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the training runs (the "
-                    "timing and the adaptation protocol run on the CPU after training)")
+    ap.add_argument("--only", default="", help="stop after this phase: train_headroom|train|eval|curves")
     args = ap.parse_args()
-    global ACCELERATOR
-    ACCELERATOR = args.accelerator
     prof = PROFILES[args.profile]
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    name = NAME if args.profile == "small" else f"{NAME}_{args.profile}"
+    global WEIGHTS
+    if args.profile != "small":
+        WEIGHTS = RESULTS / f"maml_weights_{args.profile}"
+    st = State(RESULTS / f"{name}.json", args.profile, args.resume)
+    wall_before = float(st.data.get("wall_s_before", 0.0))
+    st.data["invocations"] = int(st.data.get("invocations", 0)) + 1
     runs = REPO / "benchmarks" / "runs" / NAME
-    log = lambda msg: print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)  # noqa: E731
+    wall = lambda: wall_before + time.perf_counter() - t_start  # noqa: E731
 
-    dm = CIFARDataModule(batch_size=64, eval_batch_size=16, seed=0)
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
+
+    def save() -> None:
+        st.data["wall_s_before"] = wall_before  # wall of earlier invocations; this one adds its own
+        st.save(wall())
+
+    dm = CIFARDataModule(batch_size=64, eval_batch_size=256, seed=0, degradation=None)
     dm.setup("fit")
     dm.setup("test")
-    # The validation split's indices are sorted (class-ordered folder): shuffle them once, so the
-    # 16-image validation batches (8 support / 8 query) are class-mixed.
-    dm.val_set.indices = dm.val_set.indices[torch.randperm(len(dm.val_set), generator=torch.Generator().manual_seed(1))]
-    test_imgs, test_y = dm.test_set.images, dm.test_set.labels
-    if prof["test_limit"]:  # strided: the test set is ordered by class
-        stride = len(test_y) // prof["test_limit"]
-        test_imgs, test_y = test_imgs[::stride], test_y[::stride]
-    # A fixed shuffle: the test folder is ordered by class, and transductive BatchNorm (batch
-    # statistics at test time, reference MAML) is meaningless on single-class batches.
-    perm = torch.randperm(len(test_y), generator=torch.Generator().manual_seed(0))
-    test_imgs, test_y = test_imgs[perm], test_y[perm]
-    test_batches = [(test_imgs[i : i + 500].float().div(255), test_y[i : i + 500]) for i in range(0, len(test_y), 500)]
-    n_train = len(dm.train_set)
-    log(f"data: {n_train} train / {len(dm.val_set)} val / {len(test_y)} test images")
-    targets = [Degradation.from_name(t) for t in TARGETS]
+    train_set = dm.train_set
+    # fixed shuffles: the folders are class-ordered; transductive BN needs class-mixed batches
+    val_idx = dm.val_set.indices[torch.randperm(len(dm.val_set), generator=torch.Generator().manual_seed(1))]
+    val_idx = val_idx[: prof["val_limit"]] if prof["val_limit"] else val_idx
+    val_hr, val_y = dm.val_set.images[val_idx], dm.val_set.labels[val_idx]
+    perm = torch.randperm(len(dm.test_set.labels), generator=torch.Generator().manual_seed(0))
+    if prof["test_limit"]:
+        perm = perm[: prof["test_limit"]]
+    test_hr, test_y = dm.test_set.images[perm], dm.test_set.labels[perm]
+    targets = {t: Degradation.from_name(t) for t in TARGETS}
+    space = DegradationSpace.preset(SPACE)
+    log(f"data: {len(train_set)} train / {len(val_y)} val / {len(test_y)} test; {len(space)} training tasks, "
+        f"{len(targets)} targets")
+    test_x = {t: degrade_all(test_hr, d, seed=7) for t, d in targets.items()}
+    val_x = {t: degrade_all(val_hr, d, seed=8) for t, d in targets.items()}
+    tb = prof["test_batch"]
 
-    # ---- 1. meta-step time: Lightning module vs plain learn2learn loop (same maths) -----------
-    g = torch.Generator().manual_seed(0)
-    hr = torch.rand(64, 3, 32, 32, generator=g)
-    yb = torch.randint(0, 10, (64,), generator=g)
-    n_t = prof["timing_steps"]
-    timing = {}
-    for fo in (False, True):
-        key = "first_order" if fo else "second_order"
-        timing[key] = meta_step_times(dm, hr, yb, fo, n_t, runs)
-        log(f"meta-step {key}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timing[key].items()))
-    so, fo_t = timing["second_order"], timing["first_order"]
-    meta_step_ms = {"ours": so["lightning_module"], "plain_loop": so["plain_learn2learn"]}
-    overhead = 100 * (so["lightning_module"] / so["plain_learn2learn"] - 1)
-    fo_speedup = so["lightning_module"] / fo_t["lightning_module"]
+    # ---- timing first (idle machine), once ------------------------------------------------------
+    if "timing" not in st.data:
+        g = torch.Generator().manual_seed(0)
+        hr, yb = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+        so, fo = meta_step_times(hr, yb, False, prof["timing_steps"]), meta_step_times(hr, yb, True, prof["timing_steps"])
+        st.data["timing"] = {"second_order": so, "first_order": fo}
+        st.data["meta_step_ms"] = so
+        st.data["costs"] = {"conv4_16": dict(zip(("macs_per_image", "cpu_latency_ms_batch1"), macs_and_latency(Conv4(10, 16), 16), strict=True))}
+        log(f"meta-step ms second order {so}, first order {fo}")
+        save()
 
-    # ---- 2. training --------------------------------------------------------------------------
-    models: dict[str, nn.Module] = {}
-    train_time: dict[str, float] = {}
-    steps_per_epoch = math.ceil(n_train / 32)
+    # ---- training (headroom first: joint, oracles, then the methods) ------------------------------
+    def key(method: str, seed: int, target: str | None = None) -> str:
+        return f"{method}[{target}]_s{seed}" if target else f"{method}_s{seed}"
 
-    def fit(name: str, model: nn.Module, steps: int, batch: int, degradation: Degradation | None, **kw: Any) -> Path:
-        dm.batch_size, dm.eval_batch_size, dm.degradation = batch, kw.pop("eval_batch", 256), degradation
-        t0 = time.perf_counter()
-        tr = trainer(name, max(1, steps), runs, **kw)
-        tr.fit(model, dm)
-        train_time[name] = time.perf_counter() - t0
-        models[name] = model.eval()
-        log(f"trained {name}: {tr.global_step} steps in {train_time[name]:.0f} s")
-        return Path(tr.log_dir)
+    def train(method: str, seed: int, target: str | None = None) -> MAMLDegradationClassifier:
+        k = key(method, seed, target)
+        m = module(method, seed, prof["outer_lr"], target)
+        if k in st.data["train"] and (WEIGHTS / f"{k}.pt").is_file():
+            return load_weights(m, k)
+        steps = prof["steps"]
+        if method.endswith("_time"):  # MAML's measured wall time of the same seed / this method's step time
+            ref = st.data["train"][key("MAML", seed)]
+            probe = module(method, seed, prof["outer_lr"])
+            pt = fit(probe, dm, 12, runs, f"probe_{k}")
+            steps = max(steps, int(ref["wall_s"] / (pt["step_ms_median"] / 1000)))
+        dm.batch_size = 64
+        info = fit(m, dm, steps, runs, k)
+        save_weights(m, k)
+        st.data["train"][k] = info
+        log(f"trained {k}: {info}")
+        save()
+        return m.eval()
 
-    ms, lr = prof["meta_steps"], prof["outer_lr"]
-    vkw = dict(val_every=prof["val_every"], val_batches=prof["val_batches"], eval_batch=16)
-    maml_dir = fit("maml", maml_module("maml", False, lr), ms, 64, None, **vkw)
-    joint_dir = fit("joint", maml_module("joint", False, lr), ms, 64, None, **vkw)
-    torch.manual_seed(0)
-    fit("source_only", classifier(Conv4(10, 16)), int(prof["cls_epochs"] * steps_per_epoch), 32, Degradation("bicubic", 2))
-    for t in targets:
-        torch.manual_seed(0)
-        fit(f"oracle[{t.name}]", classifier(Conv4(10, 16)), int(prof["cls_epochs"] * steps_per_epoch), 32, t)
-    torch.manual_seed(0)
-    sr_task = SuperResolutionTask(net=ZSSR8(scale=2, width=32, depth=8), scale=2, optim=SR_OPTIM.with_learning_rate(1e-3))
-    fit("sr_zssr8", sr_task, int(prof["sr_epochs"] * math.ceil(n_train / 64)), 64, Degradation("bicubic", 2))
-    sr_ckpt = runs / "sr_zssr8.pt"
-    torch.save({f"net.{k}": v for k, v in sr_task.net.state_dict().items()}, sr_ckpt)
-    torch.manual_seed(0)
-    sr_cnn = SRThenCNN(ZSSR8(scale=2, width=32, depth=8), Conv4(10, 32), sr_checkpoint=None)
-    sr_cnn.sr.load_state_dict(sr_task.net.state_dict())
-    fit("sr_hrcnn", classifier(sr_cnn, normalize=False), int(prof["hrcnn_epochs"] * steps_per_epoch), 32,
-        Degradation("bicubic", 2))
-    with torch.no_grad():
-        sr_psnr = []
-        for hrb, _ in test_batches[:2]:
-            out = sr_task.net(Degradation("bicubic", 2)(hrb)).clamp(0, 1)
-            bic = F.interpolate(Degradation("bicubic", 2)(hrb), scale_factor=2, mode="bicubic").clamp(0, 1)
-            sr_psnr.append((float(-10 * torch.log10(F.mse_loss(out, hrb))), float(-10 * torch.log10(F.mse_loss(bic, hrb)))))
-    log(f"SR net RGB PSNR on test (x2 bicubic LR): {statistics.mean(p for p, _ in sr_psnr):.2f} dB "
-        f"(bicubic upsampling {statistics.mean(b for _, b in sr_psnr):.2f} dB)")
+    order = [("joint", None)] + [("oracle", t) for t in TARGETS] + [(m, None) for m in METHODS if m != "joint"]
+    models: dict[str, MAMLDegradationClassifier] = {}
+    for seed in prof["seeds"]:
+        for method, target in order[: 1 + len(TARGETS)]:
+            models[key(method, seed, target)] = train(method, seed, target)
+    if args.only == "train_headroom":
+        return
+    for seed in prof["seeds"]:
+        for method, target in order[1 + len(TARGETS):]:
+            models[key(method, seed, target)] = train(method, seed, target)
+    if args.only == "train":
+        return
 
-    # ---- 3. protocol --------------------------------------------------------------------------
-    seeds = list(range(prof["support_seeds"]))
-    rows: list[dict[str, Any]] = []
-    costs = {}
-    for name, lr_size, model in (("conv4_lr16", 16, Conv4(10, 16)), ("zssr8w32_then_conv4_hr32", 16, sr_cnn)):
-        costs[name] = macs_and_latency(model, lr_size)
-    conv_macs, sr_macs = costs["conv4_lr16"][0], costs["zssr8w32_then_conv4_hr32"][0]
+    # ---- adaptation lr per method on the validation split (seed 0, all targets, transductive) -----
+    for method in METHODS:
+        if method in st.data["lr_selection"]:
+            continue
+        m = models[key(method, prof["seeds"][0])]
+        if m.hparams.learn_inner_lr:
+            st.data["lr_selection"][method] = {"chosen": "learnt", "val_acc": {}}
+            continue
+        scores = {}
+        for lr in ADAPT_LRS:
+            accs = []
+            for t, d in targets.items():
+                for draw in range(prof["lr_draws"]):
+                    res = adapt(m, d, train_set, 32, 5, lr, "transductive", 100 + draw)
+                    accs.append(accuracy(m, val_x[t], val_y, "transductive", tb, res.params, res.buffers))
+            scores[str(lr)] = round(statistics.mean(accs), 3)
+        chosen = float(max(scores, key=lambda s: scores[s]))
+        st.data["lr_selection"][method] = {"chosen": chosen, "val_acc": scores}
+        log(f"adaptation lr {method}: {scores} -> {chosen}")
+        save()
+    st.data["lr_selection"].setdefault("oracle", {"chosen": st.data["lr_selection"]["joint"]["chosen"],
+                                                   "val_acc": {}, "note": "joint's rate"})
 
-    def protocol(method: str, model: nn.Module, bn: str, target: Degradation, k: int, n: int, seed_list: list[int],
-                 macs: int, batches: list | None = None, pre: Any = None, before: bool = True) -> dict[str, Any]:
-        """Mean over support seeds of the protocol; ``pre`` maps LR -> model input (SR cache)."""
-        ev_batches = batches if batches is not None else test_batches
-        deg = None if batches is not None else target
-        acc0, loss0 = evaluate_classifier(model, ev_batches, deg, bn=bn) if before else (math.nan, math.nan)  # type: ignore[arg-type]
-        after, losses = [], []
-        for s in seed_list:
-            hr_s, y_s = sample_support(dm.train_set, k, torch.Generator().manual_seed(s))
-            x_s = target(hr_s) if pre is None else pre(target(hr_s))
-            res = adapt_classifier(model, x_s, y_s, n, 0.01, bn=bn)  # type: ignore[arg-type]
-            a, l_ = evaluate_classifier(model, ev_batches, deg, res.params, res.buffers, bn=bn)  # type: ignore[arg-type]
-            after.append(a)
-            losses.append(l_)
-        return {"method": method, "bn": bn, "target": target.name, "k": k, "n": n, "acc_before": round(acc0, 2),
-                "acc_after": round(statistics.mean(after), 2),
-                "acc_after_std": round(statistics.stdev(after), 2) if len(after) > 1 else 0.0,
-                "loss_before": round(loss0, 4), "loss_after": round(statistics.mean(losses), 4),
-                "support_seeds": len(seed_list), "macs": macs}
+    def lr_of(method: str) -> float:
+        c = st.data["lr_selection"][method]["chosen"]
+        return 0.01 if c == "learnt" else float(c)
 
-    plain_methods = [("maml", "transductive"), ("joint", "transductive"), ("joint", "running"),
-                     ("source_only", "running"), ("source_only", "transductive")]
-    for t in targets:
-        for method, bn in plain_methods:
-            rows.append(protocol(method, models[method], bn, t, 32, 5, seeds, conv_macs))
-        for bn in ("running", "transductive"):
-            rows.append(protocol("oracle", models[f"oracle[{t.name}]"], bn, t, 32, 5, seeds, conv_macs))
-        # SR scheme: the frozen SR output of the test set is computed once per target
-        cnn_part = models["sr_hrcnn"]
-        with torch.no_grad():
-            sr_batches = [(sr_cnn.super_resolve(t(hrb)), yb_) for hrb, yb_ in test_batches]
-        cnn_only = classifier(sr_cnn.cnn, normalize=True).eval()  # the HR-CNN with its normalisation
-        cnn_only.mean, cnn_only.std = sr_cnn.mean, sr_cnn.std
-        for bn in ("running", "transductive"):
-            rows.append(protocol("sr_then_hrcnn", cnn_only, bn, t, 32, 5, seeds, sr_macs, batches=sr_batches,
-                                 pre=sr_cnn.super_resolve))
-        del cnn_part, sr_batches
-        log(f"protocol {t.name}: " + ", ".join(f"{r['method']}/{r['bn'][:5]} {r['acc_before']:.1f}->{r['acc_after']:.1f}"
-                                               for r in rows if r["target"] == t.name))
+    # ---- evaluation rows --------------------------------------------------------------------------
+    def evaluate(method: str, seed: int, m: MAMLDegradationClassifier, tlist: list[str]) -> None:
+        k = key(method, seed) if method != "oracle" else key("oracle", seed, tlist[0])
+        if k in st.data["evals"]:
+            return
+        rows = []
+        for t in tlist:
+            for bn in BN_MODES:
+                before = accuracy(m, test_x[t], test_y, bn, tb)
+                draws = prof["support_draws"] if bn == "transductive" else max(1, prof["support_draws"] // 3)
+                after = []
+                for draw in range(draws):
+                    res = adapt(m, targets[t], train_set, 32, 5, lr_of(method), bn, draw)
+                    after.append(accuracy(m, test_x[t], test_y, bn, tb, res.params, res.buffers))
+                rows.append({"method": method, "target": t, "seed": seed, "bn": bn, "acc_before": round(before, 3),
+                             "acc_after": round(statistics.mean(after), 3), "acc_after_draws": [round(a, 2) for a in after]})
+        st.data["evals"][k] = rows
+        log(f"evaluated {k}: " + ", ".join(f"{r['target']}/{r['bn'][:5]} {r['acc_before']:.1f}->{r['acc_after']:.1f}" for r in rows))
+        save()
 
-    # ---- 4. curves vs k and n (seed 0), MAML vs joint (same BN mode as MAML and joint's own) ----
-    curves: dict[str, dict[str, list[float]]] = {}
-    for method, bn in (("maml", "transductive"), ("joint", "transductive"), ("joint", "running")):
-        key = f"{method}/{bn}"
-        curves[key] = {"k": [], "n": []}
-        for k in prof["ks"]:
-            curves[key]["k"].append(statistics.mean(
-                protocol(method, models[method], bn, t, k, 5, [0], conv_macs, before=False)["acc_after"] for t in targets))
-        for n in prof["ns"]:
-            curves[key]["n"].append(statistics.mean(
-                protocol(method, models[method], bn, t, 32, n, [0], conv_macs, before=False)["acc_after"] for t in targets))
-        log(f"curves {key}: vs k {curves[key]['k']}, vs n {curves[key]['n']}")
-
-    # ---- 5. summary, figure, files --------------------------------------------------------------
-    def mean_over_targets(method: str, bn: str, field: str) -> float:
-        return round(statistics.mean(r[field] for r in rows if r["method"] == method and r["bn"] == bn), 2)
-
-    summary = [{"method": m, "bn": bn, "mean_acc_before": mean_over_targets(m, bn, "acc_before"),
-                "mean_acc_after": mean_over_targets(m, bn, "acc_after"),
-                "macs": next(r["macs"] for r in rows if r["method"] == m)}
-               for m, bn in [*plain_methods, ("oracle", "running"), ("oracle", "transductive"),
-                             ("sr_then_hrcnn", "running"), ("sr_then_hrcnn", "transductive")]]
-    maml_after = mean_over_targets("maml", "transductive", "acc_after")
-    joint_best = max(mean_over_targets("joint", b, "acc_after") for b in ("transductive", "running"))
-    goal = {"maml_mean_acc_after": maml_after, "joint_best_mean_acc_after": joint_best,
-            "maml_beats_joint": maml_after > joint_best}
-    curve_train = read_curve(maml_dir, "train/loss")
-    curve_val = read_curve(maml_dir, "val/ce")
-    curve_joint = read_curve(joint_dir, "train/loss")
-
-    plt = pyplot()
-
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    ax[0].plot(*zip(*curve_train, strict=True), label="MAML train query loss (mean of M=4 tasks)")
-    if curve_val:
-        ax[0].plot(*zip(*curve_val, strict=True), "o-", label="MAML val query loss (bicubic)")
-    ax[0].plot(*zip(*curve_joint, strict=True), alpha=0.6, label="joint train loss")
-    ax[0].set(xlabel="meta-step", ylabel="cross-entropy", title="meta-training (paper Fig. 4-5)")
-    ax[0].legend(fontsize=8)
-    for key, c in curves.items():
-        ax[1].plot(prof["ks"], c["k"], "o-", label=key)
-        ax[2].plot(prof["ns"], c["n"], "o-", label=key)
-    ax[1].set(xscale="log", xlabel="k labelled LR examples (n = 5)", ylabel="test acc after adaptation (%)",
-              title="mean over 7 unseen targets vs k")
-    ax[1].set_xticks(prof["ks"], [str(k) for k in prof["ks"]])
-    ax[1].minorticks_off()
-    ax[2].set(xlabel="n SGD steps (k = 32)", ylabel="test acc after adaptation (%)", title="vs n")
-    ax[1].legend(fontsize=8)
-    ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=110)
-
-    cost_rows = [{"pipeline": k, "macs_per_image": v[0], "cpu_latency_ms_batch1": round(v[1], 3)} for k, v in costs.items()]
-    payload = {
-        "profile": args.profile,
-        "profile_settings": prof,
-        "targets": TARGETS,
-        "rows": rows,
-        "summary": summary,
-        "research_goal": goal,
-        "meta_step_ms": {**meta_step_ms, "breakdown": timing,
-                         "framework_overhead_percent": round(overhead, 1), "first_order_speedup": round(fo_speedup, 2)},
-        "costs": cost_rows,
-        "curves_vs_k_n": {"ks": prof["ks"], "ns": prof["ns"], **curves},
-        "meta_training_curve": {"train_query_loss": curve_train, "val_query_loss": curve_val, "joint_train_loss": curve_joint},
-        "train_time_s": {k: round(v, 1) for k, v in train_time.items()},
-        "sr_test_psnr_rgb_db": {"zssr8w32": round(statistics.mean(p for p, _ in sr_psnr), 2),
-                                "bicubic": round(statistics.mean(b for _, b in sr_psnr), 2)},
-    }
-    wide = []
-    for m, bn in [*plain_methods, ("oracle", "running"), ("oracle", "transductive"), ("sr_then_hrcnn", "running"),
-                  ("sr_then_hrcnn", "transductive")]:
-        r = {"method": m, "bn": bn}
+    for seed in prof["seeds"]:
         for t in TARGETS:
-            x = next(x for x in rows if x["method"] == m and x["bn"] == bn and x["target"] == t)
-            r[t] = f"{x['acc_before']:.1f} / {x['acc_after']:.1f}"
-        r["mean"] = f"{mean_over_targets(m, bn, 'acc_before'):.1f} / {mean_over_targets(m, bn, 'acc_after'):.1f}"
-        wide.append(r)
-    md = (
-        f"Profile `{args.profile}`: {prof}\n\n"
-        "## Adaptation table (test accuracy %, before / after n = 5 SGD steps at lr 0.01 on k = 32 labelled LR "
-        f"training images, mean of {len(seeds)} support draws; whole CIFAR-10 test set under each unseen target)\n\n"
-        + markdown_table(wide, ["method", "bn", *TARGETS, "mean"])
-        + f"\nResearch goal (MAML beats joint after adaptation, mean over targets): MAML {maml_after:.2f} % vs best joint "
-        f"{joint_best:.2f} % -> **{'yes' if goal['maml_beats_joint'] else 'no'}**.\n\n"
-        "## Accuracy after adaptation vs k (n = 5) and vs n (k = 32), mean over targets, support seed 0\n\n"
-        + markdown_table([{"method": k, **{f"k={kk}": v for kk, v in zip(prof["ks"], c["k"], strict=True)},
-                           **{f"n={nn_}": v for nn_, v in zip(prof["ns"], c["n"], strict=True)}} for k, c in curves.items()],
-                         ["method", *[f"k={k}" for k in prof["ks"]], *[f"n={n}" for n in prof["ns"]]])
-        + "\n## Inference cost per image (MACs from torch.utils.flop_counter, CPU latency at batch 1, "
-        f"{args.threads} threads)\n\n" + markdown_table(cost_rows, ["pipeline", "macs_per_image", "cpu_latency_ms_batch1"])
-        + f"\nSR net (ZSSR-8, width 32) RGB PSNR on test, bicubic x2: {payload['sr_test_psnr_rgb_db']['zssr8w32']} dB "
-        f"(bicubic upsampling {payload['sr_test_psnr_rgb_db']['bicubic']} dB).\n\n"
-        "## Meta-step time (median ms, Conv4 16x16, M = 4 tasks x 5 inner steps, 32 + 32 images)\n\n"
-        + markdown_table([{"order": k, **{kk: round(vv, 1) for kk, vv in v.items()}} for k, v in timing.items()],
-                         ["order", "lightning_module", "module_core_no_lightning", "plain_learn2learn"])
-        + f"\nFramework overhead (Lightning module vs plain learn2learn, second order): {overhead:+.1f} %; "
-        f"first-order speed-up: {fo_speedup:.2f}x.\n\n"
-        f"Training wall times (s): {payload['train_time_s']}\n\n![curves]({NAME}.png)\n"
-    )
-    write_results(NAME, payload, md, time.perf_counter() - t_start)
-    print(md)
+            evaluate("oracle", seed, models[key("oracle", seed, t)], [t])
+        for method in METHODS:
+            evaluate(method, seed, models[key(method, seed)], list(TARGETS))
+    if args.only == "eval":
+        save()
+        return
+
+    # ---- summary: headroom, selection on validation, paired differences -----------------------------
+    rows = [r for rs in st.data["evals"].values() for r in rs]
+
+    def per_seed(method: str, t: str, bn: str, field: str) -> list[float]:
+        return [next(r[field] for r in rows if r["method"] == method and r["target"] == t and r["seed"] == s
+                     and r["bn"] == bn) for s in prof["seeds"]]
+
+    headroom: dict[str, Any] = {}
+    for t in TARGETS:
+        h = {bn: paired(per_seed("oracle", t, bn, "acc_before"), per_seed("joint", t, bn, "acc_before")) for bn in BN_MODES}
+        main_h = h["transductive"]
+        headroom[t] = {"oracle_minus_joint": round(main_h["mean"], 2), "ci95": round(main_h["ci95"], 2),
+                       "has_headroom": bool(main_h["mean"] - main_h["ci95"] > 0), "leaves": TARGETS[t],
+                       "running": {"oracle_minus_joint": round(h["running"]["mean"], 2), "ci95": round(h["running"]["ci95"], 2),
+                                   "has_headroom": bool(h["running"]["mean"] - h["running"]["ci95"] > 0)}}
+    with_headroom = [t for t in TARGETS if headroom[t]["has_headroom"]]
+    with_headroom_running = [t for t in TARGETS if headroom[t]["running"]["has_headroom"]]
+    val_best = {m: max(v["val_acc"].values()) if v["val_acc"] else None for m, v in st.data["lr_selection"].items()}
+
+    def val_after(method: str) -> float:
+        """Validation accuracy after adaptation at the chosen rate (seed 0, mean over targets)."""
+        if val_best.get(method) is not None:
+            return float(val_best[method])  # type: ignore[arg-type]
+        m = models[key(method, prof["seeds"][0])]
+        accs = [accuracy(m, val_x[t], val_y, "transductive", tb, *(lambda r: (r.params, r.buffers))(
+            adapt(m, targets[t], train_set, 32, 5, 0.01, "transductive", 100 + d))) for t in TARGETS for d in range(prof["lr_draws"])]
+        val_best[method] = round(statistics.mean(accs), 3)
+        return float(val_best[method])  # type: ignore[arg-type]
+
+    best_maml = max(MAML_VARIANTS, key=val_after)
+    best_joint = max(JOINT_VARIANTS, key=val_after)
+
+    def compare(a: str, b: str, tlist: list[str], bn: str, field: str = "acc_after") -> dict[str, Any]:
+        if not tlist:
+            return {"mean": math.nan, "ci95": math.nan, "n": 0}
+        per_seed_diff = [statistics.mean(per_seed(a, t, bn, field)[i] - per_seed(b, t, bn, field)[i] for t in tlist)
+                         for i in range(len(prof["seeds"]))]
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in mean_ci(per_seed_diff).items()}
+
+    comparisons = {}
+    for bn in BN_MODES:
+        tl = with_headroom if bn == "transductive" else with_headroom_running
+        comparisons[bn] = {
+            f"{a}-{b}": {"after": compare(a, b, tl, bn), "before": compare(a, b, tl, bn, "acc_before"),
+                         "per_target_after": {t: {k: round(v, 3) if isinstance(v, float) else v for k, v in
+                                                  paired(per_seed(a, t, bn, "acc_after"), per_seed(b, t, bn, "acc_after")).items()}
+                                              for t in TARGETS}}
+            for a in MAML_VARIANTS for b in JOINT_VARIANTS
+        }
+    main_cmp = comparisons["transductive"][f"{best_maml}-{best_joint}"]["after"]
+    summary = {"maml_minus_joint_after": main_cmp["mean"], "ci95": main_cmp["ci95"],
+               "targets_with_headroom": len(with_headroom), "targets": with_headroom,
+               "maml_variant": best_maml, "joint_variant": best_joint, "bn": "transductive",
+               "selection": "MAML variant and joint variant chosen on validation accuracy after adaptation (seed 0)",
+               "claim_met": bool(len(with_headroom) >= 3 and main_cmp["mean"] - main_cmp["ci95"] > 0),
+               "running_bn": {"targets_with_headroom": len(with_headroom_running),
+                              **comparisons["running"][f"{best_maml}-{best_joint}"]["after"]}}
+    log(f"headroom: {json.dumps(headroom)}")
+    log(f"summary: {json.dumps(summary)}")
+
+    # ---- curves vs k and n (seed 0, targets with headroom, else all) ---------------------------------
+    ctargets = with_headroom or list(TARGETS)
+    for method in dict.fromkeys([best_maml, "MAML", "FOMAML_time", best_joint, "joint"]):
+        if method in st.data["curves"]:
+            continue
+        m = models[key(method, prof["seeds"][0])]
+        cur: dict[str, dict[str, float]] = {"k": {}, "n": {}}
+        for axis, values in (("k", prof["ks"]), ("n", prof["ns"])):
+            for v in values:
+                kk, nn_ = (v, 5) if axis == "k" else (32, v)
+                accs = [accuracy(m, test_x[t], test_y, "transductive", tb, *(lambda r: (r.params, r.buffers))(
+                    adapt(m, targets[t], train_set, kk, nn_, lr_of(method), "transductive", 500 + d)))
+                    for t in ctargets for d in range(prof["curve_draws"])]
+                cur[axis][str(v)] = round(statistics.mean(accs), 3)
+        st.data["curves"][method] = cur
+        log(f"curves {method}: {cur}")
+        save()
+
+    # ---- files ----------------------------------------------------------------------------------------
+    out_rows = [{k: r[k] for k in ("method", "target", "seed", "bn", "acc_before", "acc_after")} for r in rows]
+    extra = {"rows": out_rows, "headroom": headroom, "summary": summary, "comparisons": comparisons,
+             "targets": TARGETS, "space": PRESETS[SPACE], "settings": prof, "adapt_lrs": ADAPT_LRS}
+    st.data.update(extra)
+    save()
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for method, cur in st.data["curves"].items():
+        for a, axis in zip(ax, ("k", "n"), strict=True):
+            xs = [int(v) for v in cur[axis]]
+            a.plot(xs, list(cur[axis].values()), "o-", label=method)
+            a.set(xscale="log", xlabel="support size k (n = 5)" if axis == "k" else "adaptation steps n (k = 32)",
+                  ylabel="test accuracy after adaptation (%)")
+    ax[0].set_title("seed 0, transductive BN, targets with headroom")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+
+    env = environment()
+    md = [f"# {name}\n", f"commit `{env['git_commit']}`, torch {env['torch']}, lightning {env['lightning']}, "
+          f"{env['threads']} threads, {env['cpu']}, {env['date_utc']}, wall time {wall():.0f} s over "
+          f"{st.data['invocations']} invocation(s), seeds {prof['seeds']}\n",
+          f"Profile `{args.profile}`: {json.dumps(prof)}\n",
+          f"Training space `{SPACE}` ({len(space)} tasks): {', '.join(space.names)}\n",
+          "## Headroom: oracle minus joint before adaptation (points, mean +- 95 % CI over seeds)\n",
+          markdown_table([{"target": t, "leaves": h["leaves"], "transductive": f"{h['oracle_minus_joint']:+.2f} +- {h['ci95']:.2f}",
+                           "running": f"{h['running']['oracle_minus_joint']:+.2f} +- {h['running']['ci95']:.2f}",
+                           "counts (transductive)": h["has_headroom"]} for t, h in headroom.items()],
+                         ["target", "leaves", "transductive", "running", "counts (transductive)"]),
+          "\n## Accuracy before / after adaptation (k = 32, n = 5, mean over seeds; test set)\n"]
+    for bn in BN_MODES:
+        table = []
+        for method in ["oracle", *METHODS]:
+            row: dict[str, Any] = {"method": method, "lr": st.data["lr_selection"][method]["chosen"]}
+            for t in TARGETS:
+                b = statistics.mean(per_seed(method, t, bn, "acc_before"))
+                a = statistics.mean(per_seed(method, t, bn, "acc_after"))
+                row[t] = f"{b:.1f} / {a:.1f}"
+            table.append(row)
+        md += [f"\nBatchNorm `{bn}`" + (f" (test batches of {tb})" if bn == "transductive" else "") + ":\n",
+               markdown_table(table, ["method", "lr", *TARGETS])]
+    md += ["\n## MAML variants minus joint variants after adaptation, mean over targets with headroom (points, 95 % CI over seeds)\n",
+           markdown_table([{"comparison": c, "transductive": f"{v['after']['mean']:+.2f} +- {v['after']['ci95']:.2f}",
+                            "running": f"{comparisons['running'][c]['after']['mean']:+.2f} +- {comparisons['running'][c]['after']['ci95']:.2f}",
+                            "before (transductive)": f"{v['before']['mean']:+.2f} +- {v['before']['ci95']:.2f}"}
+                           for c, v in comparisons["transductive"].items()], ["comparison", "transductive", "running", "before (transductive)"]),
+           f"\nSummary: {json.dumps(summary)}\n",
+           f"\nAdaptation learning rate chosen on validation: {json.dumps({m: v['chosen'] for m, v in st.data['lr_selection'].items()})}\n",
+           f"\nCurves (seed 0, transductive, mean over {ctargets}): {json.dumps(st.data['curves'])}\n",
+           f"\nTraining (wall s, steps, median step ms): {json.dumps(st.data['train'])}\n",
+           f"\nMeta-step time (median ms, paper space, Conv4 16 x 16, M = 4 x 5 inner steps, 32 + 32 images): {json.dumps(st.data['timing'])}\n",
+           f"\nInference cost: {json.dumps(st.data['costs'])}\n", f"\n![curves]({name}.png)\n"]
+    (RESULTS / f"{name}.md").write_text("\n".join(md))
+    log(f"wrote {RESULTS / name}.json / .md / .png")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ explicit ``torch.Generator``).  Nothing here depends on Lightning.
 * :func:`gaussian_kernel` / :func:`random_gaussian_kernel` / :func:`load_kernel`
   - blur kernels (paper E / MZSR kernel distribution);
 * :class:`Degradation` / :class:`DegradationSpace` - named, composable
-  degradations and paper A's {max, avg} x {2, 3, 4, 8, 16, 32}-bit task space.
+  degradations (downsampling, DoReFa, gamma, noise, JPEG, upsampling) and
+  meta-learning task spaces (paper A's {max, avg} x {2, 3, 4, 8, 16, 32} bits, presets).
 """
 
-from .degradation import Degradation, DegradationSpace
+from .degradation import PRESETS, Degradation, DegradationSpace, duplicate_tasks, jpeg_roundtrip
 from .fractional import ResizeDegradation
 from .kernels import gaussian_kernel, gaussian_kernel_size, load_kernel, random_gaussian_kernel
 from .quantize import dorefa_quantize
@@ -35,6 +36,7 @@ from .resize import (
 
 __all__ = [
     "DOWNSAMPLE_MODES",
+    "PRESETS",
     "PADDING_MODES",
     "UPSAMPLE_MODES",
     "Degradation",
@@ -46,9 +48,11 @@ __all__ = [
     "blur",
     "dorefa_quantize",
     "downsample",
+    "duplicate_tasks",
     "gaussian_kernel",
     "gaussian_kernel_size",
     "imresize_matlab",
+    "jpeg_roundtrip",
     "load_kernel",
     "random_gaussian_kernel",
     "upsample",

@@ -37,7 +37,7 @@ Per-step running statistics (MAML++'s "BNRS") are not implemented.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -113,11 +113,12 @@ def inner_loop(
     loss_fn: LossFn,
     batch: Any,
     steps: int,
-    lr: float,
+    lr: float | Mapping[str, Tensor],
     *,
     first_order: bool = False,
     buffers: Mapping[str, Tensor] | None = None,
     bn: BNMode = "transductive",
+    adapt: Collection[str] | None = None,
 ) -> InnerLoopResult:
     """Adapt ``params`` with ``steps`` plain SGD steps on ``loss_fn(forward, batch)`` (MAML Eq. 1).
 
@@ -130,12 +131,17 @@ def inner_loop(
             current fast weights.
         batch: the task's support batch, passed through to ``loss_fn``.
         steps: number of inner SGD steps ``n`` (0 returns ``params`` unchanged).
-        lr: inner learning rate ``alpha``.
+        lr: inner learning rate ``alpha``; or, Meta-SGD / MAML++ style, a ``{name: rates}`` dict
+            of 1-D tensors (one learnable rate per parameter tensor and step: step ``j`` uses
+            ``rates[min(j, len(rates) - 1)]``), which receive the meta-gradient too.
         first_order: FOMAML: do not differentiate through the inner gradients.
         buffers: buffers for ``functional_call``; default: the model's own. With
             ``bn="transductive"`` a copy is used; with ``bn="running"`` these tensors are updated
             in place by every training-mode forward.
         bn: BatchNorm handling, see the module docstring.
+        adapt: names of the parameters the inner loop updates (ANIL: the head only; BN-only:
+            the BatchNorm affine parameters); the others stay at their meta-learned value
+            inside the loop (they still receive the outer gradient). Default: all trainable.
 
     Returns:
         :class:`InnerLoopResult` with the adapted weights (differentiable w.r.t. ``params`` when
@@ -144,7 +150,8 @@ def inner_loop(
     _check_bn(bn)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if not lr > 0:
+    rates = lr if isinstance(lr, Mapping) else None
+    if rates is None and not lr > 0:
         raise ValueError(f"inner learning rate must be > 0, got {lr!r}")
     if buffers is None:
         buffers = dict(model.named_buffers())
@@ -152,12 +159,16 @@ def inner_loop(
         buffers = {n: b.clone() for n, b in buffers.items()}
     buffers = dict(buffers)
     fast = dict(params)
-    trainable = [n for n, p in fast.items() if p.requires_grad]
+    trainable = [n for n, p in fast.items() if p.requires_grad and (adapt is None or n in adapt)]
+    if adapt is not None and (unknown := sorted(set(adapt) - set(fast))):
+        raise ValueError(f"adapt names parameters that are not in params: {unknown}")
     if steps and not trainable:
         raise ValueError("no parameter requires grad: nothing to adapt")
+    if rates is not None and (missing := [n for n in trainable if n not in rates]):
+        raise ValueError(f"per-parameter learning rates missing for {missing}")
     losses: list[Tensor] = []
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             loss = loss_fn(functional_forward(model, fast, buffers), batch)
             if loss.ndim != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
@@ -169,6 +180,7 @@ def inner_loop(
             )
             for n, g in zip(trainable, grads, strict=True):
                 if g is not None:
-                    fast[n] = fast[n] - lr * (g.detach() if first_order else g)
+                    alpha = lr if rates is None else rates[n][min(step, rates[n].numel() - 1)]
+                    fast[n] = fast[n] - alpha * (g.detach() if first_order else g)
             losses.append(loss.detach())
     return InnerLoopResult(fast, buffers, losses)

@@ -14,7 +14,7 @@ on copies, so the model's own weights and buffers are never modified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,9 +54,18 @@ def sample_support(dataset: Dataset, k: int, generator: torch.Generator) -> tupl
 
 
 def adapt_classifier(
-    model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, bn: BNMode = "transductive"
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float | Mapping[str, Tensor],
+    bn: BNMode = "transductive",
+    adapt: Collection[str] | None = None,
 ) -> InnerLoopResult:
     """Fine-tune copies of ``model``'s trainable parameters for ``steps`` SGD steps on ``(x, y)``.
+
+    ``adapt`` restricts the update to some parameter names (ANIL: the head; BN-only), ``lr`` may
+    be per-parameter per-step rates (Meta-SGD / MAML++, see :func:`~lr_lightning.meta.inner_loop`).
 
     Runs in training mode (batch statistics; with ``bn="running"`` the copied running statistics
     are updated as ordinary fine-tuning would), restores the model's mode, returns the adapted
@@ -69,7 +78,7 @@ def adapt_classifier(
     try:
         return inner_loop(
             model, params, lambda fwd, b: F.cross_entropy(fwd(b[0]), b[1]), (x, y), steps, lr,
-            first_order=True, buffers=buffers, bn=bn,
+            first_order=True, buffers=buffers, bn=bn, adapt=adapt,
         )
     finally:
         model.train(was_training)

@@ -90,6 +90,12 @@ class MAMLDegradationClassifier(BaseTask):
         num_classes: number of classes.
         algorithm: ``maml`` (meta-learning) or ``joint`` (same tasks, ordinary training).
         modes / bits / factor: the task space (:class:`DegradationSpace`, paper A Sec. 4.2).
+        tasks: explicit task names instead (e.g. ``bicubic3+up16``, ``blur2(s1.2)+n4+jpeg70``).
+        space_preset: a named task space instead (``paper``: paper A's 12 tasks with the
+            duplicates collapsed, 8 tasks; ``paper_full``: all 12; ``rich``: scales x2-x4, blur,
+            noise, JPEG, gamma; see :data:`lr_lightning.degrade.PRESETS`).
+        input_size: HR image size; every task, ``val_degradation`` and test target must give the
+            network one input size from it.
         tasks_per_step: ``M`` meta-tasks per step (4 in the paper).
         task_batches: ``shared`` (all tasks degrade the same support/query images, the paper's
             count of 64 images per meta-step) or ``disjoint`` (own images per task), see
@@ -97,6 +103,11 @@ class MAMLDegradationClassifier(BaseTask):
         inner_steps: SGD steps on the support batch (5 in the paper).
         inner_learning_rate: inner SGD rate (0.01 in the paper).
         first_order: FOMAML instead of second-order MAML.
+        inner_params: what the inner loop adapts: ``all`` (MAML), ``head`` (ANIL: the last linear
+            layer) or ``bn`` (the BatchNorm affine parameters only).
+        learn_inner_lr: Meta-SGD / MAML++ per-layer, per-step inner rates (initialised at
+            ``inner_learning_rate``, meta-learned by the outer optimiser); the meta-test protocol of
+            :meth:`adaptation_rates` then uses them.
         bn: BatchNorm handling in the inner loop and at evaluation (see :mod:`lr_lightning.meta`):
             ``transductive`` (batch statistics, reference MAML) or ``running``.
         task_seed: seed of the task sampler (offset by the DDP rank).
@@ -120,11 +131,16 @@ class MAMLDegradationClassifier(BaseTask):
         modes: list[DownsampleMode] | None = None,
         bits: list[int] | None = None,
         factor: int = 2,
+        tasks: list[str] | None = None,
+        space_preset: str | None = None,
+        input_size: int = 32,
         tasks_per_step: int = 4,
         task_batches: Literal["shared", "disjoint"] = "shared",
         inner_steps: int = 5,
         inner_learning_rate: float = 0.01,
         first_order: bool = False,
+        inner_params: Literal["all", "head", "bn"] = "all",
+        learn_inner_lr: bool = False,
         bn: BNMode = "transductive",
         task_seed: int = 0,
         val_degradation: str = "bicubic2",
@@ -140,16 +156,64 @@ class MAMLDegradationClassifier(BaseTask):
     ) -> None:
         if tasks_per_step < 1:
             raise ValueError(f"tasks_per_step must be >= 1, got {tasks_per_step}")
-        self.space = DegradationSpace(modes or ("max", "avg"), bits or (2, 3, 4, 8, 16, 32), factor)
+        if tasks is not None and space_preset is not None:
+            raise ValueError("give tasks or space_preset, not both")
+        if tasks is not None:
+            self.space = DegradationSpace(tasks=tasks, input_size=input_size)
+        elif space_preset is not None:
+            self.space = DegradationSpace.preset(space_preset, input_size=input_size)
+        else:
+            self.space = DegradationSpace(modes or ("max", "avg"), bits or (2, 3, 4, 8, 16, 32), factor)
         self.val_deg = Degradation.from_name(val_degradation)
         self.targets = [Degradation.from_name(t) for t in (test_targets or [])]
+        size = self.space[0].output_size((input_size, input_size))
         for d in [self.val_deg, *self.targets]:
-            if d.factor != factor or d.upsample:
-                raise ValueError(f"degradation {d.name!r} must downsample by factor {factor} without upsampling")
+            if d.output_size((input_size, input_size)) != size:
+                raise ValueError(
+                    f"degradation {d.name!r} gives {d.output_size((input_size, input_size))} inputs from "
+                    f"{input_size}x{input_size} images, the task space gives {size}"
+                )
         super().__init__(optim=optim, channels_last=channels_last, modules={"net": net})
         self.task_generator = torch.Generator().manual_seed(task_seed)
+        self.inner_lrs = nn.ParameterDict(
+            {
+                n.replace(".", "__"): nn.Parameter(torch.full((inner_steps,), float(inner_learning_rate)))
+                for n in self.adapted_names()
+            }
+            if learn_inner_lr
+            else {}
+        )
 
     net: nn.Module
+
+    def adapted_names(self, prefix: str = "") -> list[str]:
+        """Names (``prefix`` + name in ``net``) of the parameters the inner loop adapts."""
+        which = self.hparams.inner_params
+        if which == "all":
+            names = [n for n, p in self.net.named_parameters() if p.requires_grad]
+        elif which == "head":
+            linears = [(n, m) for n, m in self.net.named_modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise ValueError("inner_params='head' needs a network with an nn.Linear head")
+            mod_name, head = linears[-1]
+            names = [f"{mod_name}.{n}" for n, _ in head.named_parameters()]
+        elif which == "bn":
+            names = [
+                f"{mn}.{n}" for mn, m in self.net.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) for n, _ in m.named_parameters(recurse=False)
+            ]
+            if not names:
+                raise ValueError("inner_params='bn' needs a network with affine BatchNorm layers")
+        else:
+            raise ValueError(f"unknown inner_params {which!r}; valid choices are: 'all', 'head', 'bn'")
+        return [prefix + n for n in names]
+
+    def adaptation_rates(self, prefix: str = "", default: float | None = None) -> float | dict[str, Tensor]:
+        """The inner rates: the learned per-step ones (``learn_inner_lr``, detached, keyed by
+        ``prefix`` + parameter name) or the scalar ``default`` (``inner_learning_rate`` if None)."""
+        if not self.hparams.learn_inner_lr:
+            return float(self.hparams.inner_learning_rate if default is None else default)
+        return {prefix + k.replace("__", "."): v.detach() for k, v in self.inner_lrs.items()}
 
     def configure_models(self) -> None:
         self.register_normalization(self.hparams.mean, self.hparams.std)
@@ -187,20 +251,26 @@ class MAMLDegradationClassifier(BaseTask):
         tasks = self.space.sample(hp.tasks_per_step, self.task_generator)
         groups = split_tasks(hr, y, hp.tasks_per_step, hp.task_batches)
         if hp.algorithm == "joint":
-            x = torch.cat([deg(torch.cat([s, q])) for deg, (s, _, q, _) in zip(tasks, groups, strict=True)])
+            gen = self.task_generator
+            x = torch.cat([deg(torch.cat([s, q]), gen) for deg, (s, _, q, _) in zip(tasks, groups, strict=True)])
             t = torch.cat([torch.cat([sy, qy]) for (_, sy, _, qy) in groups])
             logits = self(x)
             loss = F.cross_entropy(logits, t)
             return loss, {"acc": (logits.argmax(-1) == t).float().mean()}
         params = meta_parameters(self.net)
         buffers = dict(self.net.named_buffers())
+        rates = (
+            {k.replace("__", "."): v for k, v in self.inner_lrs.items()} if hp.learn_inner_lr else hp.inner_learning_rate
+        )
+        adapt = None if hp.inner_params == "all" else set(self.adapted_names())
+        gen = self.task_generator
         query_losses, support_first, support_last, accs = [], [], [], []
         for deg, (s, sy, q, qy) in zip(tasks, groups, strict=True):
             res = inner_loop(
-                self.net, params, self._loss_fn, (deg(s), sy), hp.inner_steps, hp.inner_learning_rate,
-                first_order=hp.first_order, buffers=buffers, bn=hp.bn,
+                self.net, params, self._loss_fn, (deg(s, gen), sy), hp.inner_steps, rates,
+                first_order=hp.first_order, buffers=buffers, bn=hp.bn, adapt=adapt,
             )
-            logits = functional_forward(self.net, res.params, res.buffers)(self.normalize(deg(q)))
+            logits = functional_forward(self.net, res.params, res.buffers)(self.normalize(deg(q, gen)))
             query_losses.append(F.cross_entropy(logits, qy))
             accs.append((logits.argmax(-1) == qy).float().mean())
             if res.losses:
@@ -251,7 +321,10 @@ class MAMLDegradationClassifier(BaseTask):
             if q.shape[0] == 0:
                 q, qy = s, sy
             xs, xq = self.val_deg(s), self.val_deg(q)
-            res = adapt_classifier(self, xs, sy, self.hparams.inner_steps, self.hparams.inner_learning_rate, self.hparams.bn)
+            res = adapt_classifier(
+                self, xs, sy, self.hparams.inner_steps, self.adaptation_rates("net."), self.hparams.bn,
+                adapt=self.adapted_names("net."),
+            )
             with torch.no_grad(), batch_norm_uses_batch_stats(self, enabled=self.hparams.bn == "transductive"):
                 before = self._forward_with(None, None, xq)
                 after = self._forward_with(res.params, res.buffers, xq)
@@ -279,7 +352,10 @@ class MAMLDegradationClassifier(BaseTask):
             hr, y = sample_support(dm.train_set, hp.adapt_k, torch.Generator().manual_seed(hp.adapt_seed))
             hr, y = hr.to(self.device), y.to(self.device)
             self._adapted = [
-                adapt_classifier(self, deg(hr), y, hp.adapt_steps, hp.adapt_learning_rate, hp.bn)
+                adapt_classifier(
+                    self, deg(hr, torch.Generator().manual_seed(hp.adapt_seed)), y, hp.adapt_steps,
+                    self.adaptation_rates("net.", hp.adapt_learning_rate), hp.bn, adapt=self.adapted_names("net."),
+                )
                 for deg in (self.val_deg, *self.targets)
             ]
 
