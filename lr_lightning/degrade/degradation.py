@@ -438,7 +438,9 @@ class Degradation:
 # collapses the duplicates measured on 8-bit images (tests/degrade/test_space.py): DoReFa at 8
 # and 16 bits leaves an 8-bit image's max-pooled pixels unchanged and moves average-pooled ones by
 # at most half an 8-bit level (RMSE 0.31 levels at 8 bits, 0.001 at 16), so q8 = q16 = q32 up to
-# rounding and the 12 tasks are 8 distinct ones. ``rich`` is the space of issue 14: three scales
+# rounding and the 12 tasks are 8 distinct ones. Collapsing changes the task mix: in the paper
+# the (near-)unquantised task is 1/2 of the draws (3 of 6 bit widths), in ``paper`` 1/4; use
+# ``paper_full`` for the paper's sampling distribution. ``rich`` is the space of issue 14: three scales
 # brought to one 16 x 16 input size (x2 is native), Gaussian blur over a sigma range, sensor noise
 # up to 8 levels, JPEG at quality 50-90 and gamma 0.8-1.25, plus the paper's pooling x DoReFa set.
 PRESETS: dict[str, tuple[str, ...]] = {

@@ -163,3 +163,54 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="requires grad"):
         frozen = {n: p.detach() for n, p in model.named_parameters()}
         inner_loop(model, frozen, _ce, (x, y), 1, 0.1)
+
+
+def test_per_step_rates_equal_hand_unrolled_sgd_and_adapt_subset_stays_fixed() -> None:
+    """Meta-SGD / MAML++ rates: step j of parameter n moves by rates[n][j] * grad; ``adapt``
+    leaves the other parameters at their starting value (an ANIL head-only loop)."""
+    model = _tiny()
+    x, y = _data()
+    params = meta_parameters(model)
+    rates = {n: torch.tensor([0.3, 0.1]) * (i + 1) for i, n in enumerate(params)}
+    res = inner_loop(model, params, _ce, (x, y), steps=3, lr=rates, first_order=True)
+    fast = {n: p.detach().clone() for n, p in params.items()}
+    for step in range(3):  # independent: autograd on a plain copy, rate index clamped to the last
+        tensors = {n: v.clone().requires_grad_() for n, v in fast.items()}
+        loss = F.cross_entropy(torch.func.functional_call(model, tensors, (x,)), y)
+        grads = torch.autograd.grad(loss, list(tensors.values()))
+        fast = {n: tensors[n].detach() - rates[n][min(step, 1)] * g for n, g in zip(tensors, grads, strict=True)}
+    for n in params:
+        torch.testing.assert_close(res.params[n].detach(), fast[n])
+    head = {"2.weight", "2.bias"}
+    res = inner_loop(model, params, _ce, (x, y), steps=2, lr=0.1, adapt=head)
+    assert res.params["0.weight"] is params["0.weight"] and not torch.equal(res.params["2.weight"], params["2.weight"])
+    with pytest.raises(ValueError, match="not in params"):
+        inner_loop(model, params, _ce, (x, y), steps=1, lr=0.1, adapt={"nope"})
+    with pytest.raises(ValueError, match="rates missing"):
+        inner_loop(model, params, _ce, (x, y), steps=1, lr={"0.weight": torch.tensor([0.1])})
+
+
+def test_meta_gradient_wrt_rates_and_weights_matches_finite_differences() -> None:
+    """Second order through learnable per-step rates (Meta-SGD), head-only adaptation (ANIL): the
+    query loss after adaptation is differentiated w.r.t. weights and rates, checked by gradcheck."""
+    model = _tiny(torch.float64)
+    names = [n for n, _ in model.named_parameters()]
+    support, query = _data(8, torch.float64, 1), _data(8, torch.float64, 2)
+    w0 = [p.detach().clone() for p in model.parameters()]
+
+    def fn(r0: torch.Tensor, r2: torch.Tensor, *ws: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(names, ws, strict=True))
+        rates = {"0.weight": r0, "0.bias": r0, "2.weight": r2, "2.bias": r2}
+        res = inner_loop(model, params, _ce, support, 2, rates, first_order=False)
+        return _ce(functional_forward(model, res.params, res.buffers), query)
+
+    r0 = torch.tensor([0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    r2 = torch.tensor([0.5, 0.1], dtype=torch.float64, requires_grad=True)
+    ws = [w.requires_grad_() for w in w0]
+    assert torch.autograd.gradcheck(fn, (r0, r2, *ws), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+    def anil(*ws: torch.Tensor) -> torch.Tensor:
+        res = inner_loop(model, dict(zip(names, ws, strict=True)), _ce, support, 2, 0.3, adapt={"2.weight", "2.bias"})
+        return _ce(functional_forward(model, res.params, res.buffers), query)
+
+    assert torch.autograd.gradcheck(anil, tuple(ws), eps=1e-6, atol=1e-7, rtol=1e-5)

@@ -214,3 +214,28 @@ def test_warns_on_single_class_evaluation_batches() -> None:
         w.simplefilter("error")
         m._check_mixed(torch.full((16,), 3), "test")  # only once per stage
         m._check_mixed(torch.arange(16) % 10, "validation")  # class-mixed: silent
+
+
+def test_variants_adapt_what_they_name_and_learnt_rates_get_the_meta_gradient() -> None:
+    """ANIL adapts the head, BN-only the BatchNorm affine parameters, Meta-SGD meta-learns one
+    rate per parameter tensor and step; all on the rich task space at one 16 x 16 input size."""
+    hr, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    anil = _module(inner_params="head", space_preset="rich", test_targets=["bicubic8+up16"])
+    assert anil.adapted_names() == ["classifier.weight", "classifier.bias"]
+    loss, _ = anil.meta_loss(hr, y)
+    loss.backward()  # the body gets the outer gradient although the inner loop leaves it fixed
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in anil.net.parameters())
+    bn = _module(inner_params="bn")
+    names = bn.adapted_names()
+    assert names and all(isinstance(bn.net.get_submodule(n.rsplit(".", 1)[0]), torch.nn.BatchNorm2d) for n in names)
+    msgd = _module(learn_inner_lr=True, tasks=["bicubic2", "bicubic3+n8+up16", "blur2(s1.2)+jpeg50"])
+    assert set(msgd.inner_lrs) == {n.replace(".", "__") for n in msgd.adapted_names()}
+    assert all(v.shape == (2,) and torch.all(v == 0.01) for v in msgd.inner_lrs.values())
+    loss, _ = msgd.meta_loss(hr, y)
+    loss.backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in msgd.inner_lrs.values())
+    rates = msgd.adaptation_rates("net.")
+    assert isinstance(rates, dict) and set(rates) == set(msgd.adapted_names("net.")) and not rates["net.classifier.bias"].requires_grad
+    assert _module().adaptation_rates("net.", 0.03) == 0.03
+    with pytest.raises(ValueError, match="tasks or space_preset"):
+        _module(tasks=["bicubic2"], space_preset="rich")
