@@ -275,7 +275,7 @@ def test_ddp_meta_gradient_equals_one_process_of_both_ranks(tiny_cifar: Path, tm
                        test_targets=[], optim=OptimSpec(name="sgd", learning_rate=0.05))
     m.load_state_dict(start["state"])
     dm = CIFARDataModule(batch_size=16, eval_batch_size=16, augment=False, seed=0)
-    Trainer(max_steps=3, accelerator="cpu", devices=1, precision="32-true", logger=False, enable_checkpointing=False,
+    Trainer(max_steps=3, accelerator="cpu", devices=1, precision="32-true", logger=False, default_root_dir=tmp_path,
             limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False).fit(m, dm)
     assert [g.get_state().tolist() for g in m.rank_generators] == [r0["tasks"].tolist(), r1["tasks"].tolist()]
     moved = 0
