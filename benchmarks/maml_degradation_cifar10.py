@@ -66,10 +66,10 @@ from benchmarks.common import (  # noqa: E402
 )
 from lr_lightning.data import CIFARDataModule  # noqa: E402
 from lr_lightning.degrade import PRESETS, Degradation, DegradationSpace  # noqa: E402
-from lr_lightning.meta import batch_norm_uses_batch_stats, functional_forward  # noqa: E402
 from lr_lightning.methods.maml_degradation import (  # noqa: E402
     MAMLDegradationClassifier,
     adapt_classifier,
+    evaluate_classifier,
     sample_support,
 )
 from lr_lightning.methods.optim import MAML_OPTIM  # noqa: E402
@@ -180,19 +180,12 @@ def degrade_all(hr_u8: Tensor, deg: Degradation, seed: int, chunk: int = 1000) -
     return torch.cat([deg(hr_u8[i : i + chunk].float().div(255), g) for i in range(0, len(hr_u8), chunk)])
 
 
-@torch.no_grad()
 def accuracy(model: MAMLDegradationClassifier, x: Tensor, y: Tensor, bn: str, batch: int,
              params: dict[str, Tensor] | None = None, buffers: dict[str, Tensor] | None = None) -> float:
-    """Accuracy (%) on pre-degraded inputs; ``transductive``: BN with the statistics of each
-    ``batch``-image test batch; ``running``: eval mode."""
-    model.eval()
-    bufs = {n: b.clone() for n, b in (buffers or dict(model.named_buffers())).items()}
-    fwd = functional_forward(model, params or {}, bufs)
-    correct = 0
-    with batch_norm_uses_batch_stats(model, enabled=bn == "transductive"):
-        for i in range(0, len(y), batch):
-            correct += int((fwd(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum())
-    return 100.0 * correct / len(y)
+    """Accuracy (%) on pre-degraded inputs (the protocol's ``evaluate_classifier``); ``transductive``:
+    BN with the statistics of each ``batch``-image test batch; ``running``: eval mode."""
+    batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
+    return evaluate_classifier(model, batches, None, params, buffers, bn=bn)[0]  # type: ignore[arg-type]
 
 
 @torch.no_grad()
@@ -375,9 +368,10 @@ def main() -> None:
         m = module(method, seed, prof["outer_lr"], target)
         if k in st.data["train"] and (WEIGHTS / f"{k}.pt").is_file():
             return load_weights(m, k)
-        for store in ("evals", "lr_selection", "curves"):  # results of a model that is trained again
-            st.data[store].pop(k, None)
-            st.data[store].pop(method, None) if seed == prof["seeds"][0] else None
+        st.data["evals"].pop(k, None)  # results of a model that is trained again
+        if seed == prof["seeds"][0]:  # the rate choice and the curves use seed 0
+            st.data["lr_selection"].pop(method, None)
+            st.data["curves"].pop(method, None)
         max_time = None
         if method.endswith("_time"):  # as long as MAML (second order) trained, same seed
             max_time = st.data["train"][key("MAML", seed)]["wall_s"]
@@ -567,8 +561,8 @@ def main() -> None:
 
     # ---- files ----------------------------------------------------------------------------------------
     out_rows = [{k: r[k] for k in ("method", "target", "seed", "bn", "acc_before", "acc_after")} for r in rows]
-    metasgd_rates = {str(s_): {k_.replace("__", "."): [round(float(v), 5) for v in r] for k_, r in
-                               models[key("MetaSGD_MAML", s_)].inner_lrs.items()} for s_ in prof["seeds"]}
+    metasgd_rates = {str(s_): {n: [round(float(v), 5) for v in r] for n, r in
+                               models[key("MetaSGD_MAML", s_)].adaptation_rates().items()} for s_ in prof["seeds"]}
     extra = {"rows": out_rows, "headroom": headroom, "summary": summary, "comparisons": comparisons,
              "metasgd_learnt_rates": metasgd_rates, "seeds": prof["seeds"],
              "targets": TARGETS, "space": PRESETS[SPACE], "settings": prof, "adapt_lrs": ADAPT_LRS}

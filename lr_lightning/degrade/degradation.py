@@ -286,8 +286,13 @@ class Degradation:
         return self._noise is not None
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """``(H, W)`` of the result for ``(H, W)`` inputs (computed by running a blank image)."""
-        return tuple(self(torch.zeros(1, 1, *size)).shape[-2:])  # type: ignore[return-value]
+        """``(H, W)`` of the result for ``(H, W)`` inputs: the downsampling of a blank image and
+        the upsampling target (quantisation, gamma, noise and JPEG keep the size, so they are not
+        run: no random draw, no encoding)."""
+        if self._upsample:
+            return size if self._upsample_size is None else (self._upsample_size, self._upsample_size)
+        y = downsample(torch.zeros(1, 1, *size), self._factor, self._mode, self._kernel_tensor)  # type: ignore[arg-type]
+        return (int(y.shape[-2]), int(y.shape[-1]))
 
     @property
     def kernel_tensor(self) -> Tensor | None:

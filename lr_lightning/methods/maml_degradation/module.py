@@ -213,7 +213,11 @@ class MAMLDegradationClassifier(BaseTask):
         ``prefix`` + parameter name) or the scalar ``default`` (``inner_learning_rate`` if None)."""
         if not self.hparams.learn_inner_lr:
             return float(self.hparams.inner_learning_rate if default is None else default)
-        return {prefix + k.replace("__", "."): v.detach() for k, v in self.inner_lrs.items()}
+        return {prefix + n: v.detach() for n, v in self._learnt_rates().items()}
+
+    def _learnt_rates(self) -> dict[str, Tensor]:
+        """``inner_lrs`` keyed by parameter name (``ParameterDict`` keys cannot hold dots)."""
+        return {k.replace("__", "."): v for k, v in self.inner_lrs.items()}
 
     def configure_models(self) -> None:
         self.register_normalization(self.hparams.mean, self.hparams.std)
@@ -259,9 +263,7 @@ class MAMLDegradationClassifier(BaseTask):
             return loss, {"acc": (logits.argmax(-1) == t).float().mean()}
         params = meta_parameters(self.net)
         buffers = dict(self.net.named_buffers())
-        rates = (
-            {k.replace("__", "."): v for k, v in self.inner_lrs.items()} if hp.learn_inner_lr else hp.inner_learning_rate
-        )
+        rates = self._learnt_rates() if hp.learn_inner_lr else hp.inner_learning_rate
         adapt = None if hp.inner_params == "all" else set(self.adapted_names())
         gen = self.task_generator
         query_losses, support_first, support_last, accs = [], [], [], []
