@@ -1,92 +1,87 @@
-"""Autoresolution networks (paper D) on CIFAR-10: pretext quality and transfer to LR classification.
+"""Autoresolution networks (paper D) on CIFAR-10: shortcut-checked pretexts, external unlabelled data,
+linear probes and a fair, learning-rate-tuned transfer at 100 / 10 / 1 % labels.
 
-    python benchmarks/autoresolution_cifar10.py                  # small profile, <= 25 min on 2 cores
-    python benchmarks/autoresolution_cifar10.py --profile paper  # paper sizes (GPU; not run here)
-    python benchmarks/autoresolution_cifar10.py --pretext-steps 20 --transfer-steps 20 \\
-        --low-label-steps 20 --head-only-steps 5 --val-every 10          # smoke run
+    python benchmarks/autoresolution_cifar10.py --resume          # small profile, ~80 min on 2 cores
+    python benchmarks/autoresolution_cifar10.py --smoke           # a few steps of everything (test)
 
-Stages (every model is trained through the project's configs with the CLI's ``main``):
+Stages (every model trains through the project's configs with the CLI's ``main``):
 
-1. Pretext, patch classification and patch regression (``configs/autoresolution/pretext_*``).
-   ``small``: the CIFAR-10 *train* split (seeded 90% of the 20k offline images) as unlabelled
-   32x32 HR images, LR = average pool x4 (8x8), 20x20 super patch -> 12x12 grid of 9x9 patches;
-   scored on the held-out 10% of train (fixed crops). ``paper``: 256x256 crops of the SR
-   photographs (BSD100 + Urban100; validation Set14), LR = average pool x8 (32x32), 127x127
-   super patch -> 47x47 grid, 40/17/5-layer towers/head. Chance levels: 50% for classification
-   (one positive, one negative per image); for regression the MAE of always answering the
-   centre (0, 0), the mean of the uniformly drawn targets.
-2. Transfer (``configs/autoresolution/transfer_cifar10.yaml``): the LR tower + softmax (50%
-   dropout) on CIFAR-10 LR images (``small``: average pool x4, 8x8; ``paper``: the 32x32 images),
-   from random initialisation, from the regression and from the classification pretext, with all
-   labels of the train split and with 10% of them. Pretrained models first train only the softmax
-   layer (``--head-only-steps``), then everything; every run has the same number of steps.
-   Learning rates as the paper (0.01 random, 0.001 after regression, 0.003 after classification).
-   Selection on the validation split (10% of train), one test on the CIFAR-10 test split.
+1. **Pretexts** (32x32 HR, LR = average pool x4 = 8x8, 20x20 super patch, 12x12 grid of 9x9 cells):
+   ``cifar_cls_rgb`` the paper's plain patch classification on the CIFAR-10 train split (its
+   labels unused); ``sr_cls_jg`` / ``sr_reg_jg`` patch classification / regression on 128x128 crops
+   of the SR photographs (BSD100 + Urban100, validation Set14) pooled to 32x32, i.e. *external*
+   unlabelled data as in the paper, with per-image colour jitter (0.4) and greyscale super patches
+   so that colour matching does not solve them. Each pretext is scored on its validation crops
+   next to the trivial solutions of :mod:`lr_lightning.methods.autoresolution.shortcuts` (colour
+   matching, template matching, normalised template matching), thresholds fitted on training crops.
+2. **Linear probes** of every frozen LR tower (and of a random one) on CIFAR-10 LR images, at each
+   label fraction, L2 weight chosen on validation, scored once on test.
+3. **Transfer** (``configs/autoresolution/transfer_cifar10.yaml``): random init vs the pretext with
+   the best validation probe (10 % labels), each with the head set to its linear probe before the
+   first step (the head-only phase solved; its validation accuracy is recorded), then the same
+   number of fine-tuning steps for every init, learning rate chosen per (init, labels) on
+   validation from the paper's grid [0.01, 0.003, 0.001, 0.0003]; at 1 % labels 3 seeds at the
+   chosen rate, paired test (McNemar on the same test images) and the 95 % CI of the difference.
 
-No stage sees a test image before the final test. Writes
-``benchmarks/results/autoresolution_cifar10.{json,md,png}`` (PNG: validation error curves, Fig. 3).
+No stage sees a test image before its final test; selection is on the validation split (10 % of
+train). Resumable: every finished run is written to ``benchmarks/results/autoresolution_cifar10.json``
+(pretext towers as float16 in ``benchmarks/results/autoresolution_weights/``), and ``--resume``
+skips them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, markdown_table, write_results  # noqa: E402
+from benchmarks.common import REPO, RESULTS, environment, markdown_table, mcnemar, mean_ci, paired  # noqa: E402
 from lr_lightning.cli import main  # noqa: E402
 from lr_lightning.data import CIFARDataModule  # noqa: E402
+from lr_lightning.degrade import downsample  # noqa: E402
+from lr_lightning.methods.autoresolution import AutoresolutionPretext  # noqa: E402
+from lr_lightning.methods.autoresolution import shortcuts as sc  # noqa: E402
+from lr_lightning.methods.autoresolution.probe import fit_linear_probe, probe_accuracy  # noqa: E402
+from lr_lightning.methods.autoresolution.targets import shifted_negatives  # noqa: E402
+from lr_lightning.nn.autoresolution import LRImageTower  # noqa: E402
 from lr_lightning.plotting import pyplot  # noqa: E402
 
+NAME = "autoresolution_cifar10"
 CFG = REPO / "configs" / "autoresolution"
-PAPER_LR = {"random": 0.01, "regression": 0.001, "classification": 0.003}  # Sec. 3.1
+WEIGHTS = RESULTS / "autoresolution_weights"
+LR_GRID = (0.01, 0.003, 0.001, 0.0003)  # paper Sec. 3.1's fine-tuning grid
+LABELS = (0.01, 0.1, 1.0)
+PRETEXTS: dict[str, dict[str, Any]] = {
+    "cifar_cls_rgb": {"config": "pretext_cls_cifar10.yaml", "objective": "classification", "jitter": 0.0, "grey": False, "lr": 0.003},
+    "sr_cls_jg": {"config": "pretext_cls_sr_folders.yaml", "objective": "classification", "jitter": 0.4, "grey": True, "lr": 0.003},
+    "sr_reg_jg": {"config": "pretext_cls_sr_folders.yaml", "objective": "regression", "jitter": 0.4, "grey": True, "lr": 0.01},
+}
+PROFILES = {
+    "small": {"pretext_steps": {"cifar_cls_rgb": 600, "sr_cls_jg": 2000, "sr_reg_jg": 1500},
+              "steps": {0.01: 1500, 0.1: 2500, 1.0: 4000}, "val_every": 250, "seeds": 3, "shortcut_images": 1000, "lr_grid": LR_GRID},
+    "smoke": {"pretext_steps": {"cifar_cls_rgb": 4, "sr_cls_jg": 4, "sr_reg_jg": 4},
+              "steps": {0.01: 4, 0.1: 4, 1.0: 4}, "val_every": 2, "seeds": 2, "shortcut_images": 64, "lr_grid": (0.01, 0.001)},
+}
 
 
-def cache_cifar_loading() -> None:
-    """Decode the CIFAR PNGs once per process instead of once per run (benchmark-only patch)."""
-    original = CIFARDataModule.load_split
-    cache: dict[tuple[str, str, str], Any] = {}
-
-    def load_split(self: CIFARDataModule, split: str) -> Any:
-        key = (str(self.root), self.variant, split)
-        if key not in cache:
-            cache[key] = original(self, split)
-        return cache[key]
-
-    CIFARDataModule.load_split = load_split  # type: ignore[method-assign]
-
-
-def common_args(args: argparse.Namespace, name: str, max_steps: int) -> list[str]:
+def common_args(out: Path, name: str, max_steps: int, val_every: int, seed: int) -> list[str]:
     return [
-        f"--trainer.max_steps={max_steps}",
-        "--trainer.max_epochs=-1",
-        f"--trainer.val_check_interval={args.val_every}",
-        "--trainer.check_val_every_n_epoch=null",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.log_every_n_steps=10",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.logger.init_args.save_dir={args.out}",
-        f"--trainer.logger.init_args.name={name}",
-        f"--trainer.default_root_dir={args.out}",
+        f"--seed_everything={seed}", f"--trainer.max_steps={max_steps}", "--trainer.max_epochs=-1",
+        f"--trainer.val_check_interval={val_every}", "--trainer.check_val_every_n_epoch=null",
+        "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=50", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.logger.init_args.name={name}", f"--trainer.default_root_dir={out}",
     ]
-
-
-def profile_args(args: argparse.Namespace, stage: str) -> list[str]:
-    if args.profile == "small":
-        return []
-    tower = ["--model.init_args.image_tower.init_args.preset=paper"]
-    if stage == "pretext":
-        return [*tower, "--model.init_args.patch_tower.init_args.preset=paper", "--model.init_args.head_preset=paper",
-                "--model.init_args.factor=8", "--model.init_args.super_patch=127", "--model.init_args.ema_decay=0.9999",
-                "--data.init_args.crop_size=256", "--data.init_args.hr_size=256"]
-    return [*tower, "--model.init_args.input_key=hr", "--data.init_args.degradation=null"]
 
 
 def read_curve(log_dir: str, key: str) -> list[tuple[int, float]]:
@@ -94,162 +89,319 @@ def read_curve(log_dir: str, key: str) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
 
 
-def pretext(args: argparse.Namespace, objective: str) -> dict[str, Any]:
-    short = {"classification": "cls", "regression": "reg"}[objective]
-    name = f"pretext_{short}"
-    config = CFG / (f"pretext_{short}_cifar10.yaml" if args.profile == "small" else "pretext_cls_sr_folders.yaml")
-    extra = [f"--model.init_args.objective={objective}", f"--model.init_args.optim.learning_rate={PAPER_LR[objective] if objective == 'classification' else 0.01}",
-             f"--data.init_args.eval_batch_size={args.eval_batch}" if args.profile == "small" else "--data.init_args.val_crops=500",
-             f"--trainer.limit_val_batches={args.pretext_val_batches}", *profile_args(args, "pretext")]
-    t0 = time.perf_counter()
-    cli = main(["fit", "--config", str(config), *common_args(args, name, args.pretext_steps), *extra])
-    fit_s = time.perf_counter() - t0
-    trainer = cli.trainer
-    best = trainer.checkpoint_callback.best_model_path
-    res = trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
-    out: dict[str, Any] = {"objective": objective, "steps": args.pretext_steps, "train_s": round(fit_s, 1), "checkpoint": best,
-                           "log_dir": os.path.relpath(trainer.log_dir, REPO)}
-    p, j, g = cli.model.grid_geometry
-    out.update({"patch": p, "grid_stride": j, "grid": g, "predictions_per_image": g * g})
-    if objective == "classification":
-        out["val_acc"] = round(100 * float(res["val/pretext_acc"]), 2)
-        out["curve"] = read_curve(trainer.log_dir, "val/pretext_acc")
-        print(f"[{name}] val patch-classification acc {out['val_acc']:.2f} % (chance 50), {fit_s:.0f} s", flush=True)
-    else:
-        out["val_mae"] = round(float(res["val/pretext_mae"]), 4)
-        out["val_mae_centre_predictor"] = round(float(res["val/pretext_mae_centre_predictor"]), 4)
-        out["curve"] = read_curve(trainer.log_dir, "val/pretext_mae")
-        print(f"[{name}] val centre MAE {out['val_mae']:.4f} (centre predictor {out['val_mae_centre_predictor']:.4f}), {fit_s:.0f} s", flush=True)
+class State:
+    """The results JSON, rewritten after every finished unit (``--resume`` keeps its units)."""
+
+    def __init__(self, path: Path, profile: str, resume: bool) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"profile": profile, "pretexts": {}, "probes": {}, "runs": {}, "invocations": 0, "wall_time_s": 0.0}
+        if resume and path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("profile") == profile and "runs" in old:
+                self.data.update({k: old[k] for k in ("pretexts", "probes", "runs", "invocations", "wall_time_s") if k in old})
+
+    def save(self, extra: dict[str, Any] | None = None) -> None:
+        payload = {**self.data, **(extra or {}), "environment": environment()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+# -- stage 1: pretexts -----------------------------------------------------------------------------
+@torch.no_grad()
+def shortcut_scores(model: AutoresolutionPretext, fit_hr: torch.Tensor, val_hr: torch.Tensor) -> dict[str, float]:
+    """Cell accuracies (%) of the trivial solutions on the pretext's own problems (same crops,
+    jitter and negatives as the network's validation), thresholds fitted on training crops."""
+    p, j, _ = model.grid_geometry
+    f = model.hparams.factor
+    fns = {
+        "colour_match_acc": lambda lr, sp: sc.colour_match_distance(lr, sp, p, j, f),
+        "template_match_acc": lambda lr, sp: sc.template_match_distance(lr, sp, p, j, f),
+        "template_ncc_acc": lambda lr, sp: sc.template_match_distance(lr, sp, p, j, f, normalise=True),
+    }
+    problems = {}
+    for split, hr, seed in (("fit", fit_hr, 1), ("val", val_hr, 10_000)):
+        lr, sp, _, _ = model.make_inputs(hr, torch.Generator().manual_seed(seed))
+        problems[split] = (lr, sp, shifted_negatives(sp))
+    out = {}
+    for key, fn in fns.items():
+        lr, sp, neg = problems["fit"]
+        t = sc.best_threshold(fn(lr, sp), fn(lr, neg))
+        lr, sp, neg = problems["val"]
+        out[key] = round(sc.threshold_accuracy(fn(lr, sp), fn(lr, neg), t), 2)
     return out
 
 
-def transfer(args: argparse.Namespace, init: str, labels: float, ckpt: str | None, lr: float | None = None) -> dict[str, Any]:
-    steps = args.transfer_steps if labels == 1.0 else args.low_label_steps
-    lr = PAPER_LR[init] if lr is None else lr
-    name = f"transfer_{init}_{int(labels * 100)}pct" + ("" if lr == PAPER_LR[init] else f"_lr{lr:g}")
-    extra = [
-        f"--model.init_args.pretrained={ckpt}" if ckpt else "--model.init_args.pretrained=null",
-        f"--model.init_args.head_only_steps={args.head_only_steps if ckpt else 0}",
-        f"--model.init_args.optim.learning_rate={lr}",
-        f"--data.init_args.eval_batch_size={args.eval_batch}",
-        *profile_args(args, "transfer"),
-    ]
-    if labels < 1.0:
-        dm = CIFARDataModule()
-        n_train = len(dm.load_split("train")[1]) - int(round(len(dm.load_split("train")[1]) * dm.val_fraction))
-        extra.append(f"--data.init_args.train_subset={int(round(labels * n_train))}")
+def hr_stack(dataset: Any, n: int) -> torch.Tensor:
+    items = [dataset[i]["hr"] for i in range(min(n, len(dataset)))]
+    x = torch.stack(items)
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+
+def pretext(name: str, prof: dict[str, Any], out: Path) -> dict[str, Any]:
+    spec = PRETEXTS[name]
+    steps = prof["pretext_steps"][name]
+    extra = [f"--model.init_args.objective={spec['objective']}", f"--model.init_args.optim.learning_rate={spec['lr']}",
+             f"--model.init_args.patch_jitter={spec['jitter']}", f"--model.init_args.patch_grey={spec['grey']}",
+             "--model.init_args.heatmap_every_n_epochs=0"]
+    if spec["config"].endswith("cifar10.yaml"):
+        extra.append("--data.init_args.eval_batch_size=256")
     t0 = time.perf_counter()
-    cli = main(["fit", "--config", str(CFG / "transfer_cifar10.yaml"), *common_args(args, name, steps), *extra])
+    cli = main(["fit", "--config", str(CFG / spec["config"]), *common_args(out, f"pretext_{name}", steps, prof["val_every"], 0), *extra])
     fit_s = time.perf_counter() - t0
-    trainer = cli.trainer
-    res = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=trainer.checkpoint_callback.best_model_path, verbose=False)[0]
-    err = round(100 * (1 - float(res["test/acc"])), 2)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    best = trainer.checkpoint_callback.best_model_path
+    res = trainer.validate(model, datamodule=dm, ckpt_path=best, verbose=False)[0]
+    state = {k: v.half() for k, v in model.state_dict().items() if k.startswith("image_tower.") and v.is_floating_point()}
+    state.update({k: v for k, v in model.state_dict().items() if k.startswith("image_tower.") and not v.is_floating_point()})
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    torch.save(state, WEIGHTS / f"{name}.pt")
+    p, j, g = model.grid_geometry
+    row: dict[str, Any] = {**spec, "steps": steps, "train_s": round(fit_s, 1), "patch": p, "grid": g,
+                           "data": "CIFAR-10 train split (labels unused)" if "cifar" in spec["config"] else "SR photographs: BSD100 + Urban100 (val Set14)"}
+    model.eval()
+    row.update(shortcut_scores(model, hr_stack(dm.train_set, prof["shortcut_images"]), hr_stack(dm.val_set, prof["shortcut_images"])))
+    if spec["objective"] == "classification":
+        row["cls_acc"] = round(100 * float(res["val/pretext_acc"]), 2)
+        row["curve"] = read_curve(trainer.log_dir, "val/pretext_acc")
+    else:
+        row["reg_mae"] = round(float(res["val/pretext_mae"]), 4)
+        row["reg_mae_mean_predictor"] = round(float(res["val/pretext_mae_centre_predictor"]), 4)
+        row["curve"] = read_curve(trainer.log_dir, "val/pretext_mae")
+    return row
+
+
+# -- stage 2: linear probes ------------------------------------------------------------------------
+def tower_for(init: str, seed: int) -> LRImageTower:
+    torch.manual_seed(seed)
+    tower = LRImageTower("small")
+    if init != "random":
+        state = torch.load(WEIGHTS / f"{init}.pt", weights_only=True)
+        tower.load_state_dict({k.removeprefix("image_tower."): v for k, v in state.items()})
+    return tower.eval()
+
+
+@torch.no_grad()
+def cifar_features(tower: LRImageTower, hr_u8: torch.Tensor) -> torch.Tensor:
+    from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    out = []
+    for i in range(0, len(hr_u8), 1000):
+        lr = downsample(hr_u8[i:i + 1000].float() / 255, 4, "avg")
+        out.append(tower((lr - mean) / std))
+    return torch.cat(out)
+
+
+def cifar_splits(labels: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The transfer's splits as tensors (the CIFAR data module's own seeded split and subset)."""
+    dm = CIFARDataModule()
+    if labels < 1.0:
+        dm.train_subset = subset_size(labels)
+    dm.setup("fit")
+    dm.setup("test")
+
+    def stack(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [ds[i] for i in range(len(ds))]
+        return torch.stack([it["hr"] for it in items]), torch.tensor([int(it["label"]) for it in items])
+
+    return {"train": stack(dm.train_set), "val": stack(dm.val_set), "test": stack(dm.test_set)}
+
+
+def subset_size(labels: float) -> int:
+    dm = CIFARDataModule()
+    n = len(dm.load_split("train")[1])
+    return int(round(labels * (n - int(round(n * dm.val_fraction)))))
+
+
+# -- stage 3: transfer -----------------------------------------------------------------------------
+def transfer(init: str, labels: float, lr: float, seed: int, prof: dict[str, Any], out: Path) -> dict[str, Any]:
+    steps = prof["steps"][labels]
+    name = f"transfer_{init}_{labels:g}_lr{lr:g}_s{seed}"
+    ckpt = None if init == "random" else str(WEIGHTS / f"{init}.pt")
+    extra = [f"--model.init_args.pretrained={ckpt}" if ckpt else "--model.init_args.pretrained=null",
+             "--model.init_args.head_only_steps=0", "--model.init_args.head_init=probe",
+             f"--model.init_args.optim.learning_rate={lr}", "--data.init_args.eval_batch_size=500"]
+    if labels < 1.0:
+        extra.append(f"--data.init_args.train_subset={subset_size(labels)}")
+    t0 = time.perf_counter()
+    cli = main(["fit", "--config", str(CFG / "transfer_cifar10.yaml"), *common_args(out, name, steps, prof["val_every"], seed), *extra])
+    fit_s = time.perf_counter() - t0
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    trainer.test(model, datamodule=dm, ckpt_path=trainer.checkpoint_callback.best_model_path, verbose=False)
+    model.eval()
+    correct = []
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            batch = dm.on_after_batch_transfer(batch, 0)
+            correct.append(model(batch["lr"]).argmax(1) == batch["label"])
+    correct_t = torch.cat(correct).numpy()
     curve = [(s, round(100 * (1 - a), 2)) for s, a in read_curve(trainer.log_dir, "val/acc")]
-    best_val_err = min(e for _, e in curve)
-    print(f"[{name}] test error {err:.2f} % (best val error {best_val_err:.2f} %), {fit_s:.0f} s", flush=True)
-    return {"init": init, "labels": labels, "test_error": err, "best_val_error": best_val_err, "lr": str(lr),
-            "steps": steps, "head_only_steps": args.head_only_steps if ckpt else 0, "train_s": round(fit_s, 1),
-            "val_error_curve": curve, "log_dir": os.path.relpath(trainer.log_dir, REPO)}
+    return {"init": init, "labels": labels, "lr": lr, "seed": seed, "test_error": round(100 * (1 - float(correct_t.mean())), 2),
+            "best_val_error": min(e for _, e in curve), "steps": steps, "head_probe_val_acc": round(model.head_probe.get("val_acc", float("nan")), 2),
+            "head_probe_weight_decay": model.head_probe.get("weight_decay"), "train_s": round(fit_s, 1), "val_error_curve": curve,
+            "correct_hex": np.packbits(correct_t).tobytes().hex()}
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+def correct_of(row: dict[str, Any]) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(row["correct_hex"]), dtype=np.uint8))
+    return bits[:10_000].astype(bool) if len(bits) >= 10_000 else bits.astype(bool)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
-
-    fracs = sorted({r["labels"] for r in rows}, reverse=True)
-    fig, axes = plt.subplots(1, len(fracs), figsize=(5.5 * len(fracs), 4), squeeze=False)
-    colours = {"random": "tab:gray", "regression": "tab:blue", "classification": "tab:red"}
-    for ax, frac in zip(axes[0], fracs, strict=True):
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(5.5 * len(LABELS), 4), squeeze=False)
+    for ax, frac in zip(axes[0], LABELS, strict=True):
         for r in rows:
-            if r["labels"] == frac:
+            if r["labels"] == frac and r["seed"] == 0:
                 s, e = zip(*r["val_error_curve"], strict=True)
-                control = r["lr"] != str(PAPER_LR[r["init"]])
-                label = f"{r['init']}{' lr ' + r['lr'] if control else ''} (test {r['test_error']:.1f}%)"
-                ax.plot(s, e, label=label, color=colours[r["init"]], ls="--" if control else "-")
-                if r["head_only_steps"]:
-                    ax.axvline(r["head_only_steps"], color="k", ls=":", lw=0.8)
-        ax.set_title(f"CIFAR-10 LR validation error, {int(frac * 100)}% labels")
-        ax.set_xlabel("step (dotted: end of head-only phase; dashed: lr of the baseline)")
+                ax.plot(s, e, label=f"{r['init']} lr {r['lr']:g}", color="tab:gray" if r["init"] == "random" else "tab:red",
+                        lw=2.0 if r.get("chosen_on_val") else 0.8)
+        ax.set_title(f"CIFAR-10 8x8 LR, {frac:g} of labels")
+        ax.set_xlabel("fine-tuning step")
         ax.set_ylabel("validation error (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["small", "paper"], default="small")
-    parser.add_argument("--pretext-steps", type=int, default=None, help="steps per pretext objective")
-    parser.add_argument("--pretext-val-batches", type=int, default=None)
-    parser.add_argument("--transfer-steps", type=int, default=None, help="steps per transfer run, all labels")
-    parser.add_argument("--low-label-steps", type=int, default=None, help="steps per transfer run, 10%% labels")
-    parser.add_argument("--head-only-steps", type=int, default=None, help="softmax-only steps before fine-tuning")
-    parser.add_argument("--val-every", type=int, default=None, help="validate every n steps")
-    parser.add_argument("--eval-batch", type=int, default=256)
-    parser.add_argument("--no-controls", action="store_true",
-                        help="skip the control rows (pretrained inits fine-tuned with the baseline's lr 0.01)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "runs" / "autoresolution_cifar10"))
-    args = parser.parse_args()
-    # small: budgets for <= 25 min on 2 shared CPU cores; paper: Sec. 3.3's 10K head-only steps
-    defaults = {"small": dict(pretext_steps=600, pretext_val_batches=2, transfer_steps=1500, low_label_steps=800, head_only_steps=200, val_every=100),
-                "paper": dict(pretext_steps=100_000, pretext_val_batches=16, transfer_steps=60_000, low_label_steps=20_000, head_only_steps=10_000, val_every=1000)}
-    for k, v in defaults[args.profile].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if not os.environ.get("LR_LIGHTNING_DATA"):
-        shared = REPO.parent / "shared" / "data"
-        if shared.is_dir():
-            os.environ["LR_LIGHTNING_DATA"] = str(shared)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--resume", action="store_true", help="skip the pretexts, probes and runs in the results JSON")
+    ap.add_argument("--smoke", action="store_true", help="a few steps of every stage, results under benchmarks/runs")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    profile = "smoke" if args.smoke else "small"
+    prof = PROFILES[profile]
+    if not os.environ.get("LR_LIGHTNING_DATA") and (REPO.parent / "shared" / "data").is_dir():
+        os.environ["LR_LIGHTNING_DATA"] = str(REPO.parent / "shared" / "data")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cache_cifar_loading()
-    t0 = time.perf_counter()
-    cls = pretext(args, "classification")
-    reg = pretext(args, "regression")
-    rows = []
-    for labels in (1.0, 0.1):
-        for init, ckpt in (("random", None), ("regression", reg["checkpoint"]), ("classification", cls["checkpoint"])):
-            rows.append(transfer(args, init, labels, ckpt))
-    controls = []
-    if not args.no_controls:  # separates the effect of the initialisation from that of the paper's lower lr
-        for labels in (1.0, 0.1):
-            for init, ckpt in (("regression", reg["checkpoint"]), ("classification", cls["checkpoint"])):
-                controls.append(transfer(args, init, labels, ckpt, lr=PAPER_LR["random"]))
-    wall = time.perf_counter() - t0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    png = RESULTS / "autoresolution_cifar10.png"
-    plot_curves(rows + controls, png)
-    pre = {"cls_acc": cls["val_acc"], "cls_chance": 50.0, "reg_mae": reg["val_mae"], "reg_mae_mean_predictor": reg["val_mae_centre_predictor"],
-           "split": "validation split of the pretext data (small: held-out 10% of CIFAR-10 train, fixed crops)",
-           "classification": {k: v for k, v in cls.items() if k != "checkpoint"},
-           "regression": {k: v for k, v in reg.items() if k != "checkpoint"}}
-    keys = ("init", "labels", "test_error", "best_val_error", "lr", "steps", "head_only_steps", "train_s")
-    table_rows = [{k: r[k] for k in keys} for r in rows]
-    control_rows = [{k: r[k] for k in keys} for r in controls]
-    for r in table_rows + control_rows:
-        base = next(b for b in table_rows if b["labels"] == r["labels"] and b["init"] == "random")
-        r["delta_vs_random"] = round(r["test_error"] - base["test_error"], 2)
-    md = f"Profile `{args.profile}`.\n\n## Pretext (validation split)\n\n"
-    md += markdown_table([
-        {"objective": "classification", "metric": "cell accuracy (%)", "value": cls["val_acc"], "chance": 50.0, "grid": f"{cls['grid']}x{cls['grid']}", "steps": cls["steps"], "train_s": cls["train_s"]},
-        {"objective": "regression", "metric": "centre MAE ([-1,1] units)", "value": reg["val_mae"], "chance": reg["val_mae_centre_predictor"], "grid": f"{reg['grid']}x{reg['grid']}", "steps": reg["steps"], "train_s": reg["train_s"]},
-    ], ["objective", "metric", "value", "chance", "grid", "steps", "train_s"])
-    md += "\n## Transfer: CIFAR-10 LR test error (%), best validation checkpoint (EMA weights)\n\n"
-    md += markdown_table(table_rows, ["init", "labels", "test_error", "delta_vs_random", "best_val_error", "lr", "steps", "head_only_steps", "train_s"])
-    if control_rows:
-        md += "\n### Control: pretrained inits fine-tuned with the baseline's lr (0.01)\n\n"
-        md += markdown_table(control_rows, ["init", "labels", "test_error", "delta_vs_random", "best_val_error", "lr", "steps", "head_only_steps", "train_s"])
+    global WEIGHTS
+    results_dir = RESULTS if profile == "small" else REPO / "benchmarks" / "runs" / f"{NAME}_smoke"
+    if profile != "small":
+        WEIGHTS = results_dir / "weights"
+    st = State(results_dir / f"{NAME}.json", profile, args.resume)
+    st.data["invocations"] += 1
+    wall0, t0 = float(st.data["wall_time_s"]), time.perf_counter()
+    out = REPO / "benchmarks" / "runs" / NAME
+    seeds = list(range(prof["seeds"]))
+
+    def save() -> None:
+        st.data["wall_time_s"] = round(wall0 + time.perf_counter() - t0, 1)
+        st.data["settings"] = {"profile": prof, "lr_grid": LR_GRID, "labels": LABELS, "seeds": seeds, "batch_size": 32,
+                               "pretexts": PRETEXTS, "head": "linear probe of the frozen tower before the first step, for every init",
+                               "data": "CIFAR-10 offline copy (JPEG-decoded PNGs): 18k train / 2k val (seeded split of 20k) / 10k test; LR = avg pool x4 (8x8)"}
+        st.save()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
+
+    for name in PRETEXTS:
+        if name not in st.data["pretexts"] or not (WEIGHTS / f"{name}.pt").is_file():
+            st.data["pretexts"][name] = pretext(name, prof, out)
+            save()
+        log(f"pretext {name}: " + json.dumps({k: v for k, v in st.data["pretexts"][name].items() if k != "curve"}))
+
+    splits = {}
+    for frac in LABELS:
+        key = f"{frac:g}"
+        if key in st.data["probes"] and all(i in st.data["probes"][key] for i in ["random", *PRETEXTS]):
+            continue
+        splits = cifar_splits(frac)
+        st.data["probes"][key] = {}
+        for init in ["random", *PRETEXTS]:
+            tower = tower_for(init, 0)
+            feats = {s: (cifar_features(tower, x), y) for s, (x, y) in splits.items()}
+            linear, info = fit_linear_probe(feats["train"], feats["val"], 10)
+            st.data["probes"][key][init] = {**{k: round(v, 2) for k, v in info.items()},
+                                            "test_acc": round(probe_accuracy(linear, *feats["test"]), 2)}
+            log(f"probe {init} labels {key}: {st.data['probes'][key][init]}")
+        save()
+    # the pretext to transfer: best validation probe at 10 % labels (never the test set)
+    best = max(PRETEXTS, key=lambda n: st.data["probes"]["0.1"][n]["val_acc"])
+    st.data["transfer_pretext"] = best
+    inits = ["random", best]
+
+    def run(init: str, frac: float, lr: float, seed: int) -> dict[str, Any]:
+        key = f"{init}|{frac:g}|{lr:g}|{seed}"
+        if key not in st.data["runs"]:
+            st.data["runs"][key] = transfer(init, frac, lr, seed, prof, out)
+            save()
+            r = st.data["runs"][key]
+            log(f"transfer {key}: test error {r['test_error']} best val {r['best_val_error']} head probe val {r['head_probe_val_acc']} ({r['train_s']} s)")
+        return st.data["runs"][key]
+
+    def chosen_lr(init: str, frac: float) -> float:
+        return min(prof["lr_grid"], key=lambda lr: run(init, frac, lr, 0)["best_val_error"])
+
+    for frac in LABELS:  # 1 % first: the rows the claim rests on
+        for init in inits:
+            for lr in prof["lr_grid"]:
+                run(init, frac, lr, 0)
+            if frac == min(LABELS):
+                for seed in seeds[1:]:
+                    run(init, frac, chosen_lr(init, frac), seed)
+    summarise(st, inits, seeds, results_dir, profile, prof["lr_grid"])
+    save()
+    log(f"done; wall {st.data['wall_time_s']} s")
+
+
+def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, profile: str, grid: tuple[float, ...]) -> None:
+    runs = list(st.data["runs"].values())
+
+    def at(init: str, frac: float, lr: float, seed: int) -> dict[str, Any]:
+        return next(r for r in runs if r["init"] == init and r["labels"] == frac and r["lr"] == lr and r["seed"] == seed)
+
+    chosen = {(i, f): min(grid, key=lambda lr, i=i, f=f: at(i, f, lr, 0)["best_val_error"]) for i in inits for f in LABELS}
+    rows = [{k: r[k] for k in ("init", "labels", "lr", "seed", "test_error", "best_val_error", "head_probe_val_acc", "steps", "train_s")}
+            | {"chosen_on_val": r["lr"] == chosen[(r["init"], r["labels"])]} for r in runs]
+    low = min(LABELS)
+    summary: dict[str, Any] = {}
+    for frac in LABELS:
+        per = {i: [at(i, frac, chosen[(i, frac)], s) for s in (seeds if frac == low else [0])] for i in inits}
+        entry: dict[str, Any] = {i: {"lr": chosen[(i, frac)], **mean_ci([r["test_error"] for r in per[i]])} for i in inits}
+        entry["pretrained_minus_random"] = paired([r["test_error"] for r in per[inits[1]]], [r["test_error"] for r in per[inits[0]]])
+        entry["mcnemar_seed0"] = mcnemar(correct_of(per[inits[1]][0]), correct_of(per[inits[0]][0]))
+        summary[f"{frac:g}"] = entry
+    pre = st.data["pretexts"]
+    best = inits[1]
+    cls_name = best if pre[best]["objective"] == "classification" else "sr_cls_jg"
+    reg_name = "sr_reg_jg"
+    st.data["pretext"] = {"cls_acc": pre[cls_name]["cls_acc"], "cls_chance": 50.0, "reg_mae": pre[reg_name]["reg_mae"],
+                          "reg_mae_mean_predictor": pre[reg_name]["reg_mae_mean_predictor"],
+                          "colour_match_acc": pre[cls_name]["colour_match_acc"], "variant": cls_name,
+                          "variants": {n: {k: v for k, v in p.items() if k != "curve"} for n, p in pre.items()}}
+    st.data["linear_probe"] = {i: p["test_acc"] for i, p in st.data["probes"]["1"].items()}
+    st.data["rows"] = rows
+    st.data["summary"] = summary
+    png = results_dir / f"{NAME}.png"
+    plot([r | {"chosen_on_val": r["lr"] == chosen[(r["init"], r["labels"])]} for r in runs], png)
+    md = f"Profile `{profile}`, commit `{environment()['git_commit']}`, torch {torch.__version__}, {torch.get_num_threads()} threads, " \
+         f"wall time {st.data['wall_time_s']:.0f} s over {st.data['invocations']} invocation(s), seeds {seeds}.\n\n"
+    md += "## Pretexts (validation crops) and their trivial solutions (cell accuracy %, chance 50)\n\n"
+    md += markdown_table([{"pretext": n, "objective": p["objective"], "data": p["data"], "jitter": p["jitter"], "grey": p["grey"], "steps": p["steps"],
+                           "network": p.get("cls_acc", f"MAE {p.get('reg_mae')} (centre {p.get('reg_mae_mean_predictor')})"),
+                           "colour_match": p["colour_match_acc"], "template_match": p["template_match_acc"], "template_ncc": p["template_ncc_acc"]}
+                          for n, p in pre.items()],
+                         ["pretext", "objective", "data", "jitter", "grey", "steps", "network", "colour_match", "template_match", "template_ncc"])
+    md += "\n## Linear probe of the frozen LR tower, CIFAR-10 test accuracy (%)\n\n"
+    md += markdown_table([{"init": i, **{f"labels {k}": st.data["probes"][k][i]["test_acc"] for k in st.data["probes"]}} for i in ["random", *PRETEXTS]],
+                         ["init", *[f"labels {k}" for k in st.data["probes"]]])
+    md += f"\n## Fine-tuning: test error (%) at the learning rate chosen on validation (pretext `{best}`)\n\n"
+    srows = []
+    for k, e in summary.items():
+        d = e["pretrained_minus_random"]
+        srows.append({"labels": k, **{f"{i} (lr)": f"{e[i]['mean']:.2f} +- {e[i]['ci95']:.2f} (n={e[i]['n']}, lr {e[i]['lr']:g})" for i in inits},
+                      "pretrained - random": f"{d['mean']:+.2f} +- {d['ci95']:.2f}", "McNemar p (seed 0)": f"{e['mcnemar_seed0']['p']:.3g}"})
+    md += markdown_table(srows, ["labels", *[f"{i} (lr)" for i in inits], "pretrained - random", "McNemar p (seed 0)"])
+    md += "\n### Every run\n\n" + markdown_table(sorted(rows, key=lambda r: (r["labels"], r["init"], r["seed"], -r["lr"])),
+                                                 ["init", "labels", "lr", "seed", "test_error", "best_val_error", "chosen_on_val", "head_probe_val_acc", "steps", "train_s"])
     md += "\nPaper Table 1 (full labels, 40-layer tower, 100M-image pretext, 32x32 CIFAR): random 9.09, regression 6.94, classification 6.60.\n"
     md += f"\n![validation error curves]({png.name})\n"
-    payload = {"profile": args.profile, "pretext": pre, "rows": table_rows, "controls_same_lr": control_rows,
-               "curves": {f"{r['init']}_{r['labels']}_lr{r['lr']}": r["val_error_curve"] for r in rows + controls},
-               "settings": {**{k: getattr(args, k) for k in defaults[args.profile]}, "batch_size": 32,
-                            "data": "CIFAR-10 offline copy (JPEG-decoded PNGs): 18k train / 2k val (seeded split of 20k train) / 10k test",
-                            "splits": "pretext: train split without labels (val split for scoring); transfer: train (or 10% of it) / val for selection / test once"},
-               "log_dirs": {f"{r['init']}_{r['labels']}_lr{r['lr']}": r["log_dir"] for r in rows + controls}}
-    json_path, md_path = write_results("autoresolution_cifar10", payload, md, wall)
+    (results_dir / f"{NAME}.md").write_text(f"# {NAME}\n\n" + md)
     print(md)
-    print(f"wrote {json_path}, {md_path} and {png}")
 
 
 if __name__ == "__main__":

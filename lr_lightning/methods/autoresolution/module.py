@@ -36,10 +36,12 @@ from torchmetrics.regression import MeanAbsoluteError
 from lr_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lr_lightning.degrade import downsample
 from lr_lightning.methods.autoresolution.figures import save_heatmap_figure
+from lr_lightning.methods.autoresolution.probe import extract_features, fit_linear_probe
 from lr_lightning.methods.autoresolution.recipe import PaperRecipeTask
 from lr_lightning.methods.autoresolution.targets import (
     centre_targets,
     crop_batch,
+    jitter_patches,
     random_offsets,
     shifted_negatives,
 )
@@ -67,6 +69,12 @@ class AutoresolutionPretext(PaperRecipeTask):
         objective: ``classification`` (does the patch belong?) or ``regression`` (where is it?).
         factor: average-pooling factor HR -> LR.
         super_patch: side of the HR super patch (paper: 127 of 256).
+        patch_jitter / patch_grey: per-image brightness, contrast, saturation and channel gains
+            in ``[1 - patch_jitter, 1 + patch_jitter]`` and / or greyscale, applied to the super
+            patch only (:func:`~lr_lightning.methods.autoresolution.targets.jitter_patches`), so
+            that matching colours does not solve the pretext (``0`` / ``False``: the paper's
+            plain patches). Check the result with
+            :mod:`~lr_lightning.methods.autoresolution.shortcuts`.
         head_preset / head_hidden: widths of the 4 hidden 1x1 conv layers of the 5-layer head.
         optim: Sec. 3.1's recipe at 0.003 (the classification pretext's rate; the regression
             pretext's is 0.01: ``optim: {learning_rate: 0.01}``, as its config sets).
@@ -84,6 +92,8 @@ class AutoresolutionPretext(PaperRecipeTask):
         objective: Objective = "classification",
         factor: int = 4,
         super_patch: int = 20,
+        patch_jitter: float = 0.0,
+        patch_grey: bool = False,
         head_preset: Preset = "small",
         head_hidden: list[int] | None = None,
         mean: tuple[float, float, float] = CIFAR10_MEAN,
@@ -142,7 +152,8 @@ class AutoresolutionPretext(PaperRecipeTask):
         return self.head(image_embedding, self.patch_tower(self.normalize(super_patch))).float()
 
     def make_inputs(self, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(lr, super_patch, oy, ox)``: LR = average-pooled HR (Fig. 1), super patch = random crop."""
+        """``(lr, super_patch, oy, ox)``: LR = average-pooled HR (Fig. 1), super patch = random crop
+        (photometrically jittered / grey when ``patch_jitter`` / ``patch_grey`` ask)."""
         b, _, h, w = hr.shape
         s = self.hparams.super_patch
         if s > min(h, w):
@@ -150,7 +161,10 @@ class AutoresolutionPretext(PaperRecipeTask):
         lr = downsample(hr, self.hparams.factor, "avg")
         oy, _ = random_offsets(b, h - s, generator)
         _, ox = random_offsets(b, w - s, generator)
-        return lr, crop_batch(hr, oy, ox, s), oy, ox
+        patch = crop_batch(hr, oy, ox, s)
+        if self.hparams.patch_jitter > 0 or self.hparams.patch_grey:
+            patch = jitter_patches(patch, self.hparams.patch_jitter, self.hparams.patch_grey, generator)
+        return lr, patch, oy, ox
 
     def _step(self, batch: dict[str, Any], stage: str, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         hr = batch["hr"]
@@ -235,6 +249,12 @@ class AutoresolutionClassifier(PaperRecipeTask):
             entries initialise the tower; ``None`` = random initialisation (warned).
         head_only_steps: optimiser steps that train only the softmax layer with the tower frozen
             (paper: 10K); then all parameters are fine-tuned.
+        head_init: ``"random"`` (PyTorch's default init of the softmax layer) or ``"probe"``:
+            before the first step the softmax layer is set to the linear probe of the frozen tower
+            (:func:`~lr_lightning.methods.autoresolution.probe.fit_linear_probe` on the training
+            set's LR images, L2 weight from ``probe_weight_decays`` chosen on validation), i.e.
+            the head-only phase solved to convergence; its accuracies are in :attr:`head_probe`
+            and logged as ``probe/*``. Needs a data module with ``train_set`` / ``val_set``.
         dropout: dropout before the softmax layer (paper: 50%).
         num_classes: classes of the softmax layer.
         input_key: ``"lr"`` (the data module's ``degradation`` makes it) or ``"hr"``.
@@ -253,6 +273,8 @@ class AutoresolutionClassifier(PaperRecipeTask):
         image_tower: nn.Module,
         pretrained: str | None = None,
         head_only_steps: int = 10_000,
+        head_init: Literal["random", "probe"] = "random",
+        probe_weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
         dropout: float = 0.5,
         num_classes: int = 10,
         input_key: Literal["lr", "hr"] = "lr",
@@ -269,6 +291,7 @@ class AutoresolutionClassifier(PaperRecipeTask):
             optim=optim, clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, channels_last=channels_last,
             modules={"image_tower": image_tower},
         )
+        self.head_probe: dict[str, float] = {}  # filled by on_train_start with head_init="probe"
 
     image_tower: nn.Module
 
@@ -286,6 +309,48 @@ class AutoresolutionClassifier(PaperRecipeTask):
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The tower's embedding of images in [0, 1] (normalised here), without the softmax layer."""
+        return self.image_tower(self.normalize(x))
+
+    def features(self, dataset: Any, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+        """Frozen-tower embeddings (eval mode) and labels of a data module's dataset, with the data
+        module's degradation making ``lr`` as in training (no augmentation)."""
+        dm = self.trainer.datamodule
+        degradation = getattr(dm, "degradation", None)
+
+        def batches() -> Any:
+            for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                hr = batch["hr"].to(self.device)
+                hr = hr.float().div_(255.0) if hr.dtype == torch.uint8 else hr.float()
+                out = {"hr": hr, "label": batch["label"]}
+                if self.hparams.input_key == "lr":
+                    out["lr"] = degradation(hr) if degradation is not None else batch_entry(batch, "lr", type(self).__name__)
+                yield out
+
+        was_training = self.image_tower.training
+        self.image_tower.eval()
+        try:
+            return extract_features(self.embed, batches(), self.hparams.input_key, self.device)
+        finally:
+            self.image_tower.train(was_training)
+
+    def on_train_start(self) -> None:
+        """``head_init: probe``: fit the softmax layer on the frozen tower before the first step
+        (not on a resumed run: its head comes from the checkpoint)."""
+        if self.hparams.head_init != "probe" or self.global_step > 0:
+            return
+        dm = self.trainer.datamodule
+        if dm is None or getattr(dm, "train_set", None) is None or getattr(dm, "val_set", None) is None:
+            raise RuntimeError("head_init='probe' needs a data module whose train_set and val_set are set up")
+        linear, info = fit_linear_probe(self.features(dm.train_set), self.features(dm.val_set), self.hparams.num_classes,
+                                        tuple(self.hparams.probe_weight_decays))
+        self.classifier[1].load_state_dict({k: v.to(self.device) for k, v in linear.state_dict().items()})
+        self.head_probe = info
+        if self.logger is not None:
+            self.logger.log_metrics({f"probe/{k}": v for k, v in info.items()}, step=0)
 
     def parameter_groups(self) -> dict[str, list[Tensor]]:
         """``image_tower`` and ``head``. All tower parameters are handed to the optimiser: the
