@@ -53,9 +53,12 @@ class OptimSpec:
         scheduler: ``none``; ``cosine`` (per step, to zero over the whole run); ``multistep``
             (multiply by ``gamma`` at the epochs in ``milestones``); ``step`` (multiply by ``gamma``
             every ``step_size`` epochs, staircase: paper D's 0.94 every 2 epochs).
-        milestones: epochs of ``multistep``.
+        milestones: epochs (or steps, see ``schedule_unit``) of ``multistep``.
         gamma: factor of ``multistep`` / ``step``.
-        step_size: epochs between two ``step`` decays.
+        step_size: epochs (or steps) between two ``step`` decays.
+        schedule_unit: what ``step_size`` / ``milestones`` count: ``epoch`` (the papers' wording) or
+            optimiser ``step``. Use ``step`` when runs over datasets of different sizes must share
+            one schedule (e.g. transfer at 1 % of the labels: 2 epochs of 180 images are 12 steps).
         group_learning_rates: ``{group name: rate}`` for the groups named by the task's
             :meth:`~lr_lightning.methods.base.BaseTask.parameter_groups`; an unknown name is an error.
     """
@@ -72,11 +75,14 @@ class OptimSpec:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     step_size: int = 1
+    schedule_unit: SchedulerInterval = "epoch"
     group_learning_rates: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.learning_rate < 0 or self.weight_decay < 0:
             raise ValueError(f"learning_rate and weight_decay must be >= 0, got {self.learning_rate}, {self.weight_decay}")
+        if self.schedule_unit not in ("epoch", "step"):
+            raise ValueError(f"schedule_unit must be 'epoch' or 'step', got {self.schedule_unit!r}")
         if self.step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {self.step_size}")
         # normalise containers that arrive as lists from YAML (the dataclass is frozen)
@@ -159,9 +165,9 @@ def build_scheduler(
     if spec.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total_steps))), "step"
     if spec.scheduler == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(spec.milestones), gamma=spec.gamma), "epoch"
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(spec.milestones), gamma=spec.gamma), spec.schedule_unit
     if spec.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma), "epoch"
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma), spec.schedule_unit
     return None
 
 

@@ -10,8 +10,18 @@ the LR windows it is compared with have side ``k = max(1, round(P / factor))``.
   form).
 * :func:`template_match_distance`: the cell average-pooled to ``k x k`` against every ``k x k`` LR
   window, squared L2 (``normalise=False``) or one minus the normalised cross-correlation
-  (``normalise=True``: per-channel mean removed and unit norm, so invariant to per-channel gain and
-  offset, i.e. to most of :func:`~lr_lightning.methods.autoresolution.targets.jitter_patches`).
+  (``normalise=True``: each channel's mean removed and each channel scaled to unit norm, so
+  invariant to per-channel gain and offset, i.e. to most of
+  :func:`~lr_lightning.methods.autoresolution.targets.jitter_patches`).
+* :func:`aligned_block_distance`: the same comparison at the LR grid's own phase. An LR pixel is
+  the mean of an aligned ``factor x factor`` HR block, so for every phase ``(a, b)`` in
+  ``[0, factor)^2`` the whole blocks inside the cell are averaged and compared with every LR window
+  of that shape (mean squared error, or ``1 - NCC``); the best phase and window win. On plain
+  patches the right phase reproduces LR pixels exactly (distance 0): the "exact template matching
+  of average-pooled blocks" of issue 16.
+
+``luminance=True`` compares ITU-R 601 luminance of both sides (for greyscale super patches, whose
+colour no longer says anything).
 
 A cell is called "belongs" when its distance is below a threshold; :func:`best_threshold` fits it
 on one set of pretext problems (the training images) and :func:`threshold_accuracy` scores another
@@ -47,16 +57,32 @@ def _windows(lr: Tensor, k: int) -> Tensor:
 
 
 def _ncc_normalise(v: Tensor, channels: int) -> Tensor:
+    """Per channel: mean removed, unit norm (a constant channel becomes zero)."""
     shape = v.shape
     v = v.reshape(*shape[:-1], channels, -1)
     v = v - v.mean(-1, keepdim=True)
-    v = v.reshape(shape)
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return v.reshape(shape) / channels**0.5
 
 
-def colour_match_distance(lr: Tensor, super_patch: Tensor, patch: int, stride: int, factor: int) -> Tensor:
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance(x: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` ITU-R 601 luminance of RGB images ``(B, 3, H, W)``."""
+    return (x.float() * x.new_tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _maybe_luma(lr: Tensor, super_patch: Tensor, use: bool) -> tuple[Tensor, Tensor]:
+    return (luminance(lr), luminance(super_patch)) if use else (lr.float(), super_patch.float())
+
+
+def colour_match_distance(
+    lr: Tensor, super_patch: Tensor, patch: int, stride: int, factor: int, luminance: bool = False
+) -> Tensor:
     """``(B, G, G)``: squared distance of each cell's mean colour to the closest mean colour of a
     ``k x k`` window of image ``b``'s LR image (``lr[b]`` pairs with ``super_patch[b]``)."""
+    lr, super_patch = _maybe_luma(lr, super_patch, luminance)
     k = window_side(patch, factor)
     b, c = super_patch.shape[:2]
     g = (super_patch.shape[-1] - patch) // stride + 1
@@ -66,10 +92,11 @@ def colour_match_distance(lr: Tensor, super_patch: Tensor, patch: int, stride: i
 
 
 def template_match_distance(
-    lr: Tensor, super_patch: Tensor, patch: int, stride: int, factor: int, normalise: bool = False
+    lr: Tensor, super_patch: Tensor, patch: int, stride: int, factor: int, normalise: bool = False, luminance: bool = False
 ) -> Tensor:
     """``(B, G, G)``: distance of each cell, pooled to ``k x k``, to the closest ``k x k`` window of
     its LR image (squared L2, or ``1 - NCC`` with ``normalise``)."""
+    lr, super_patch = _maybe_luma(lr, super_patch, luminance)
     k = window_side(patch, factor)
     c = super_patch.shape[1]
     cells, g = _cells(super_patch, patch, stride, k)
@@ -80,6 +107,35 @@ def template_match_distance(
     else:
         d = torch.cdist(cells, win).square()
     return d.amin(-1).reshape(lr.shape[0], g, g)
+
+
+def aligned_block_distance(
+    lr: Tensor, super_patch: Tensor, patch: int, stride: int, factor: int, normalise: bool = False, luminance: bool = False
+) -> Tensor:
+    """``(B, G, G)``: for every phase ``(a, b)`` in ``[0, factor)^2``, the cell's whole
+    ``factor x factor`` blocks from ``(a, b)`` on are averaged (``ny x nx`` values per channel) and
+    compared with every ``ny x nx`` window of the LR image, mean squared error per value, or
+    ``1 - NCC`` (``normalise``, only phases with at least 2 x 2 blocks); the minimum over phases and
+    windows. Zero for a cell of an unmodified HR image whose blocks are LR pixels."""
+    lr, super_patch = _maybe_luma(lr, super_patch, luminance)
+    b, c, s, _ = super_patch.shape
+    g = (s - patch) // stride + 1
+    cells = F.unfold(super_patch, patch, stride=stride).transpose(1, 2).reshape(b * g * g, c, patch, patch)
+    best = torch.full((b, g * g), float("inf"))
+    for a in range(factor):
+        ny = (patch - a) // factor
+        for bb in range(factor):
+            nx = (patch - bb) // factor
+            if ny < 1 or nx < 1 or (normalise and min(ny, nx) < 2):  # NCC of 1-2 values is +-1: no evidence
+                continue
+            blocks = F.avg_pool2d(cells[:, :, a:a + ny * factor, bb:bb + nx * factor], factor).reshape(b, g * g, -1)
+            win = F.unfold(lr, (ny, nx), stride=1).transpose(1, 2)  # (B, Nw, C*ny*nx)
+            if normalise:
+                d = 1 - torch.einsum("bgd,bwd->bgw", _ncc_normalise(blocks, c), _ncc_normalise(win, c))
+            else:
+                d = torch.cdist(blocks, win).square() / blocks.shape[-1]
+            best = torch.minimum(best, d.amin(-1))
+    return best.reshape(b, g, g)
 
 
 def best_threshold(pos: Tensor, neg: Tensor) -> float:
