@@ -56,7 +56,7 @@ def fit_linear_probe(
     train: tuple[Tensor, Tensor],
     val: tuple[Tensor, Tensor],
     num_classes: int,
-    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
+    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
     max_iter: int = 200,
 ) -> tuple[nn.Linear, dict[str, float]]:
     """Multinomial logistic regression on frozen features (float64, L-BFGS), one fit per L2
