@@ -25,7 +25,9 @@ Stages (every model trains through the project's configs with the CLI's ``main``
    validation from the paper's grid [0.01, 0.003, 0.001, 0.0003], x0.94 every 1125 steps (Sec. 3.1's
    "2 epochs" of the full split, the same schedule at every label fraction); at 1 % labels 3 seeds at the
    chosen rate, each seed with its own label subset and validation split (the same for both inits:
-   paired), the 95 % CI of the paired difference, McNemar on the same test images (seed 0).
+   paired), the 95 % CI of the paired difference, McNemar on the same test images (seed 0); then
+   an independent replication at 1 % labels with 7 fresh seeds at the chosen rates, analysed on
+   its own (not pooled into the primary test) and pooled.
 
 No stage sees a test image before its final test; selection is on the validation split (10 % of
 train). Resumable: every finished run is written to ``benchmarks/results/autoresolution_cifar10.json``
@@ -75,9 +77,11 @@ PRETEXTS: dict[str, dict[str, Any]] = {
 }
 PROFILES = {
     "small": {"pretext_steps": {"cifar_cls_rgb": 600, "sr_cls_jg": 6000, "sr_reg_jg": 4000},
-              "steps": {0.01: 2000, 0.1: 4000, 1.0: 4000}, "val_every": 250, "seeds": 3, "shortcut_images": 1000, "lr_grid": LR_GRID},
+              "steps": {0.01: 2000, 0.1: 4000, 1.0: 4000}, "val_every": 250, "seeds": 3, "replication_seeds": 7,
+              "shortcut_images": 1000, "lr_grid": LR_GRID},
     "smoke": {"pretext_steps": {"cifar_cls_rgb": 4, "sr_cls_jg": 4, "sr_reg_jg": 4},
-              "steps": {0.01: 4, 0.1: 4, 1.0: 4}, "val_every": 2, "seeds": 2, "shortcut_images": 64, "lr_grid": (0.01, 0.001)},
+              "steps": {0.01: 4, 0.1: 4, 1.0: 4}, "val_every": 2, "seeds": 2, "replication_seeds": 2,
+              "shortcut_images": 64, "lr_grid": (0.01, 0.001)},
 }
 
 
@@ -323,10 +327,11 @@ def main_bench() -> None:
     wall0, t0 = float(st.data["wall_time_s"]), time.perf_counter()
     out = REPO / "benchmarks" / "runs" / NAME
     seeds = list(range(prof["seeds"]))
+    replication = list(range(prof["seeds"], prof["seeds"] + prof.get("replication_seeds", 0)))
 
     def save() -> None:
         st.data["wall_time_s"] = round(wall0 + time.perf_counter() - t0, 1)
-        st.data["settings"] = {"profile": prof, "lr_grid": LR_GRID, "labels": LABELS, "seeds": seeds, "batch_size": 32,
+        st.data["settings"] = {"profile": prof, "lr_grid": LR_GRID, "labels": LABELS, "seeds": seeds, "replication_seeds": replication, "batch_size": 32,
                                "pretexts": PRETEXTS, "head": "linear probe of the frozen tower (BatchNorm statistics recomputed on the training split) before the first step, for every init",
                                "lr_schedule": f"x0.94 every {DECAY_EVERY} optimiser steps (2 epochs of the full training split) at every label fraction",
                                "data": "CIFAR-10 offline copy (JPEG-decoded PNGs): 18k train / 2k val (seeded split of 20k) / 10k test; LR = avg pool x4 (8x8)"}
@@ -356,7 +361,7 @@ def main_bench() -> None:
             tower = recalibrated(tower_for(init, 0), splits["train"][0])
             feats = {s: (cifar_features(tower, x), y) for s, (x, y) in splits.items()}
             linear, info = fit_linear_probe(feats["train"], feats["val"], 10)
-            st.data["probes"][key][init] = {**{k: round(v, 2) for k, v in info.items()},
+            st.data["probes"][key][init] = {**{k: v if k in ("weight_decay", "grad_max_abs") else round(v, 2) for k, v in info.items()},
                                             "test_acc": round(probe_accuracy(linear, *feats["test"]), 2)}
             log(f"probe {init} labels {key}: {st.data['probes'][key][init]}")
         save()
@@ -384,12 +389,29 @@ def main_bench() -> None:
             if frac == min(LABELS):
                 for seed in seeds[1:]:
                     run(init, frac, chosen_lr(init, frac), seed)
-    summarise(st, inits, seeds, results_dir, profile, prof["lr_grid"])
+    # an independent replication at the lowest label fraction: fresh seeds (label subsets,
+    # validation splits, initialisations), the learning rates already chosen, analysed on their own
+    for seed in replication:
+        for init in inits:
+            run(init, min(LABELS), chosen_lr(init, min(LABELS)), seed)
+    summarise(st, inits, seeds, results_dir, profile, prof["lr_grid"], replication)
     save()
     log(f"done; wall {st.data['wall_time_s']} s")
 
 
-def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, profile: str, grid: tuple[float, ...]) -> None:
+def compare(per: dict[str, list[dict[str, Any]]], inits: list[str], lr: dict[str, float]) -> dict[str, Any]:
+    """Mean +- 95 % CI per init and the paired (same seed: same label subset and split) difference."""
+    entry: dict[str, Any] = {i: {"lr": lr[i], **mean_ci([r["test_error"] for r in per[i]])} for i in inits}
+    entry["pretrained_minus_random"] = paired([r["test_error"] for r in per[inits[1]]], [r["test_error"] for r in per[inits[0]]])
+    # paired()'s "wins" counts a - b > 0, i.e. seeds where the pretrained *error* is higher
+    lower = sum(a["test_error"] < b["test_error"] for a, b in zip(per[inits[1]], per[inits[0]], strict=True))
+    entry["pretrained_lower_error_seeds"] = f"{lower}/{len(per[inits[0]])}"
+    entry["seeds"] = [r["seed"] for r in per[inits[0]]]
+    return entry
+
+
+def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, profile: str, grid: tuple[float, ...],
+              replication: list[int]) -> None:
     runs = list(st.data["runs"].values())
 
     def at(init: str, frac: float, lr: float, seed: int) -> dict[str, Any]:
@@ -402,10 +424,13 @@ def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, 
     summary: dict[str, Any] = {}
     for frac in LABELS:
         per = {i: [at(i, frac, chosen[(i, frac)], s) for s in (seeds if frac == low else [0])] for i in inits}
-        entry: dict[str, Any] = {i: {"lr": chosen[(i, frac)], **mean_ci([r["test_error"] for r in per[i]])} for i in inits}
-        entry["pretrained_minus_random"] = paired([r["test_error"] for r in per[inits[1]]], [r["test_error"] for r in per[inits[0]]])
+        entry = compare(per, inits, {i: chosen[(i, frac)] for i in inits})
         entry["mcnemar_seed0"] = mcnemar(correct_of(per[inits[1]][0]), correct_of(per[inits[0]][0]))
         summary[f"{frac:g}"] = entry
+    if replication:
+        lr_low = {i: chosen[(i, low)] for i in inits}
+        summary["replication"] = {"labels": low, **compare({i: [at(i, low, lr_low[i], s) for s in replication] for i in inits}, inits, lr_low)}
+        summary["pooled"] = {"labels": low, **compare({i: [at(i, low, lr_low[i], s) for s in seeds + replication] for i in inits}, inits, lr_low)}
     pre = st.data["pretexts"]
     best = inits[1]
     cls_name = best if pre[best]["objective"] == "classification" else "sr_cls_jg"
@@ -421,7 +446,7 @@ def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, 
     png = results_dir / f"{NAME}.png"
     plot([r | {"chosen_on_val": r["lr"] == chosen[(r["init"], r["labels"])]} for r in runs], png)
     md = f"Profile `{profile}`, commit `{environment()['git_commit']}`, torch {torch.__version__}, {torch.get_num_threads()} threads, " \
-         f"wall time {st.data['wall_time_s']:.0f} s over {st.data['invocations']} invocation(s), seeds {seeds}.\n\n"
+         f"wall time {st.data['wall_time_s']:.0f} s over {st.data['invocations']} invocation(s), seeds {seeds} (+ replication {replication}).\n\n"
     md += "## Pretexts (validation crops) and their trivial solutions (cell accuracy %, chance 50)\n\n"
     md += markdown_table([{"pretext": n, "objective": p["objective"], "data": p["data"], "jitter": p["jitter"], "grey": p["grey"], "steps": p["steps"],
                            "network": p.get("cls_acc", f"MAE {p.get('reg_mae')} (centre {p.get('reg_mae_mean_predictor')})"),
@@ -434,11 +459,24 @@ def summarise(st: State, inits: list[str], seeds: list[int], results_dir: Path, 
     md += f"\n## Fine-tuning: test error (%) at the learning rate chosen on validation (pretext `{best}`)\n\n"
     srows = []
     for k, e in summary.items():
+        if k in ("replication", "pooled"):
+            continue
         d = e["pretrained_minus_random"]
         srows.append({"labels": k, **{f"{i} (lr)": f"{e[i]['mean']:.2f} +- {e[i]['ci95']:.2f} (n={e[i]['n']}, lr {e[i]['lr']:g})" for i in inits},
-                      "pretrained - random": f"{d['mean']:+.2f} +- {d['ci95']:.2f}", "McNemar p (seed 0)": f"{e['mcnemar_seed0']['p']:.3g}"})
-    md += markdown_table(srows, ["labels", *[f"{i} (lr)" for i in inits], "pretrained - random", "McNemar p (seed 0)"])
-    md += "\n### Every run\n\n" + markdown_table(sorted(rows, key=lambda r: (r["labels"], r["init"], r["seed"], -r["lr"])),
+                      "pretrained - random": f"{d['mean']:+.2f} +- {d['ci95']:.2f}", "pretrained lower (seeds)": e["pretrained_lower_error_seeds"],
+                      "McNemar p (seed 0)": f"{e['mcnemar_seed0']['p']:.3g}"})
+    md += markdown_table(srows, ["labels", *[f"{i} (lr)" for i in inits], "pretrained - random", "pretrained lower (seeds)", "McNemar p (seed 0)"])
+    if "replication" in summary:
+        md += (f"\n### Replication at {low:g} labels: fresh seeds {replication} (own label subsets, splits and initialisations), "
+               "learning rates as chosen above, analysed on their own; then pooled with the primary seeds\n\n")
+        rrows = []
+        for k in ("replication", "pooled"):
+            e, d = summary[k], summary[k]["pretrained_minus_random"]
+            rrows.append({"seeds": k, **{f"{i}": f"{e[i]['mean']:.2f} +- {e[i]['ci95']:.2f} (n={e[i]['n']})" for i in inits},
+                          "pretrained - random": f"{d['mean']:+.2f} +- {d['ci95']:.2f} (t-test p {d['p']:.3g})",
+                          "pretrained lower (seeds)": e["pretrained_lower_error_seeds"]})
+        md += markdown_table(rrows, ["seeds", *inits, "pretrained - random", "pretrained lower (seeds)"])
+    md += "\n### Every run\n\n" + markdown_table([r | {"lr": f"{r['lr']:g}"} for r in sorted(rows, key=lambda r: (r["labels"], r["init"], r["seed"], -r["lr"]))],
                                                  ["init", "labels", "lr", "seed", "test_error", "best_val_error", "chosen_on_val", "head_probe_val_acc", "steps", "train_s"])
     md += "\nPaper Table 1 (full labels, 40-layer tower, 100M-image pretext, 32x32 CIFAR): random 9.09, regression 6.94, classification 6.60.\n"
     md += f"\n![validation error curves]({png.name})\n"
