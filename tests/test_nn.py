@@ -112,3 +112,19 @@ def test_load_module_weights_prefixed_or_plain(tmp_path: Path) -> None:
             assert torch.equal(v, dst.state_dict()[k]), (name, k)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_module_weights(CifarResNet(8), tmp_path / "missing.pt")
+
+
+def test_cifar_resnet_group_norm_is_batch_independent_and_keeps_the_keys() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16, 16)
+    batch, group, plain = CifarResNet(8, norm="batch"), CifarResNet(8, norm="group"), CifarResNet(8, norm="none")
+    assert "stem.1.running_mean" in batch.state_dict() and "stem.1.weight" in group.state_dict()
+    assert not any("running" in k for k in group.state_dict()) and set(group.state_dict()) < set(batch.state_dict())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in [*group.modules(), *plain.modules()])
+    for net in (group, plain):  # train mode: an image's output does not depend on the rest of the batch
+        net.train()
+        torch.testing.assert_close(net(x)[:1], net(x[:1]), atol=1e-5, rtol=1e-5)
+    batch.train()
+    assert not torch.allclose(batch(x)[:1], batch(x[:2])[:1], atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        CifarResNet(8, norm="layer")

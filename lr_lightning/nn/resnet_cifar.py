@@ -8,8 +8,25 @@ classifiers, ResNet8 = [1,1,1] for the policy network). Depth = 6n + 2.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+Norm = Literal["batch", "group", "none"]
+
+
+def norm_layer(kind: Norm, channels: int) -> nn.Module:
+    """``batch``: BatchNorm (the paper's nets); ``group``: GroupNorm with 8 groups (statistics per
+    image, so a batch split over DDP ranks normalises as one batch: DDP-equivalent on CPU, where
+    SyncBatchNorm has no kernel); ``none``: identity."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {kind!r}")
 
 
 class _ShortcutA(nn.Module):
@@ -29,14 +46,14 @@ class _ShortcutA(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity (or option-A) shortcut."""
+    """Two 3x3 conv-norm layers with an identity (or option-A) shortcut."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, norm: Norm = "batch") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=norm == "none")
+        self.bn1 = norm_layer(norm, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=norm == "none")
+        self.bn2 = norm_layer(norm, out_ch)
         self.shortcut: nn.Module = (
             _ShortcutA(in_ch, out_ch, stride) if (stride != 1 or in_ch != out_ch) else nn.Identity()
         )
@@ -55,6 +72,8 @@ class CifarResNet(nn.Module):
         num_classes: logits of the linear head; ``0`` returns pooled 64-d features.
         in_channels: image channels.
         widths: channels of the three stages.
+        norm: ``batch`` (default, the paper's), ``group`` or ``none`` (:func:`norm_layer`);
+            the layers keep their names (``bn1`` ...), so the state-dict keys stay the same.
     """
 
     def __init__(
@@ -63,6 +82,7 @@ class CifarResNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         widths: tuple[int, int, int] = (16, 32, 64),
+        norm: Norm = "batch",
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
@@ -70,8 +90,8 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         self.depth = depth
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, widths[0]),
             nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
@@ -79,7 +99,7 @@ class CifarResNet(nn.Module):
         for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                layers.append(BasicBlock(in_ch, width, stride))
+                layers.append(BasicBlock(in_ch, width, stride, norm))
                 in_ch = width
         self.layers = nn.Sequential(*layers)
         self.feature_dim = in_ch

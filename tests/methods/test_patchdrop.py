@@ -683,3 +683,25 @@ def test_accuracy_curve_matches_a_per_image_loop_and_the_oracle() -> None:
     assert oracle_accuracy([c1, c2]) == 75.0
     assert interpolate_at([(8.0, 60.0), (9.0, 70.0)], 8.25) == pytest.approx(62.5)
     assert interpolate_at([(8.0, 60.0), (9.0, 70.0)], 10.0) == 70.0
+
+
+def test_sample_seed_draws_the_global_batch_and_the_actions_follow_the_uniforms() -> None:
+    """``sample_seed``: step t's uniforms come from (seed, t) for the whole batch (world size 1 here:
+    all rows); ``reinforce_step`` takes ``a = u < s'`` from them, so two calls agree exactly."""
+    m = _pd("pt", sample_seed=5)
+    u = m.action_uniforms(6)
+    g = torch.Generator().manual_seed(5 * 1_000_003)
+    torch.testing.assert_close(u, torch.rand(6, 16, generator=g))
+    assert _pd("pt").action_uniforms(6) is None
+    torch.manual_seed(0)
+    hr, y = torch.rand(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    x, lr = m.model.normalize(hr), torch.nn.functional.avg_pool2d(hr, 4)
+    m.model.eval()
+    kw = dict(lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u)
+    _, logs_a = m.model.reinforce_step(x, lr, y, **kw)
+    _, logs_b = m.model.reinforce_step(x, lr, y, **kw)
+    bounded = rl.bound_probs(m.model.policy_probs(lr), 0.8)
+    assert float(logs_a["hr_patches"]) == pytest.approx(float((u < bounded).float().sum(1).mean()))
+    assert logs_a["reward"] == logs_b["reward"] and logs_a["advantage"] == logs_b["advantage"]
+    with pytest.raises(ValueError, match="uniform draws"):
+        m.model.reinforce_step(x, lr, y, **{**kw, "uniform": u[:3]})

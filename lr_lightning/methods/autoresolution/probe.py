@@ -36,7 +36,7 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-def _fit(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> nn.Linear:
+def _fit(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> tuple[nn.Linear, float]:
     lin = nn.Linear(x.shape[1], num_classes).double()
     nn.init.zeros_(lin.weight)
     nn.init.zeros_(lin.bias)
@@ -49,7 +49,9 @@ def _fit(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: 
         return loss
 
     opt.step(closure)
-    return lin
+    closure()  # gradient at the solution (convergence check)
+    grad = max(float(p.grad.abs().max()) for p in lin.parameters())
+    return lin, grad
 
 
 def fit_linear_probe(
@@ -64,7 +66,8 @@ def fit_linear_probe(
 
     Returns ``(linear, info)``: ``linear`` maps the *raw* features (standardisation folded in:
     ``W' = W / s``, ``b' = b - W' m``), float32; ``info`` has ``weight_decay``, ``train_acc`` and
-    ``val_acc`` (percent) of the chosen fit and ``val_acc_<wd>`` of every fit.
+    ``val_acc`` (percent) of the chosen fit, ``val_acc_<wd>`` of every fit, and ``grad_max_abs``,
+    the largest gradient entry of the chosen fit's objective at its solution (about 0: converged).
     """
     (xtr, ytr), (xva, yva) = train, val
     if xtr.shape[0] == 0 or xva.shape[0] == 0:
@@ -72,24 +75,24 @@ def fit_linear_probe(
     mean = xtr.double().mean(0)
     std = xtr.double().std(0).clamp_min(1e-6)
     ztr, zva = (xtr.double() - mean) / std, (xva.double() - mean) / std
-    best: tuple[float, float, nn.Linear] | None = None
+    best: tuple[float, float, nn.Linear, float] | None = None
     info: dict[str, float] = {}
     for wd in weight_decays:
-        lin = _fit(ztr, ytr, num_classes, wd, max_iter)
+        lin, grad = _fit(ztr, ytr, num_classes, wd, max_iter)
         with torch.no_grad():
             acc = 100 * float((lin(zva).argmax(1) == yva).double().mean())
         info[f"val_acc_{wd:g}"] = acc
         if best is None or acc > best[0]:
-            best = (acc, wd, lin)
+            best = (acc, wd, lin, grad)
     assert best is not None
-    acc, wd, lin = best
+    acc, wd, lin, grad = best
     out = nn.Linear(xtr.shape[1], num_classes)
     with torch.no_grad():
         w = lin.weight / std
         out.weight.copy_(w.float())
         out.bias.copy_((lin.bias - w @ mean).float())
         info["train_acc"] = 100 * float((out(xtr.float()).argmax(1) == ytr).double().mean())
-    info.update(weight_decay=wd, val_acc=acc)
+    info.update(weight_decay=wd, val_acc=acc, grad_max_abs=grad)
     return out, info
 
 

@@ -225,7 +225,7 @@ class PatchDropModel(nn.Module):
     # -- training objectives -------------------------------------------------------------------
     def reinforce_step(
         self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None, alpha: float, sigma: float, train_classifier: bool,
-        entropy_weight: float = 0.0,
+        entropy_weight: float = 0.0, uniform: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor | float]]:
         """One REINFORCE step of the learned policy (Eq. 8-11) on normalised HR images ``x``.
 
@@ -236,6 +236,9 @@ class PatchDropModel(nn.Module):
         ``train_classifier`` (Ft-1 / Ft-2; at Pt the classifier pass has no gradient), minus
         ``entropy_weight`` times the mean Bernoulli entropy of ``s`` (an exploration bonus, not
         in the paper; 0 = the paper's loss).
+
+        ``uniform`` (``(B, P)`` in [0, 1)): the draws of the Bernoulli sample, ``a = u < s'``
+        (``None``: ``torch.bernoulli`` from the global RNG); see ``PatchDrop(sample_seed=...)``.
 
         ``lr_logits`` are the LR stream's logits of this batch (Ft-2), computed once by the
         caller and shared by both passes (they do not depend on the actions). Rows whose sampled
@@ -248,7 +251,12 @@ class PatchDropModel(nn.Module):
         """
         probs = self.policy_probs(lr)
         bounded = rl.bound_probs(probs, alpha)
-        actions = torch.bernoulli(bounded.detach())
+        if uniform is None:
+            actions = torch.bernoulli(bounded.detach())
+        else:
+            if uniform.shape != bounded.shape:
+                raise ValueError(f"uniform draws of shape {tuple(uniform.shape)} for probabilities of shape {tuple(bounded.shape)}")
+            actions = (uniform.to(bounded.device) < bounded.detach()).to(bounded.dtype)
         greedy = rl.greedy_actions(probs.detach())
         with torch.set_grad_enabled(train_classifier):
             logp = self.log_probs(self.hr_logits(x, actions), actions, lr_logits)

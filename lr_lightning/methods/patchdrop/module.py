@@ -90,6 +90,14 @@ class PatchDrop(BaseTask):
         entropy_weight: exploration bonus ``- w * H`` added to the policy loss, ``H`` the Bernoulli
             entropy of ``s`` averaged over images and patches (so relative to Eq. 9, which sums
             over the P patches, the weight acts as ``w / P`` per patch); not in the paper; 0 = off.
+        sample_seed: ``None`` (default): the policy's Bernoulli actions are drawn from torch's global
+            RNG (restored on resume by the project's RNG-state callback). An integer: step ``t``
+            draws its uniforms from a generator seeded with ``(sample_seed, t)`` for the *global*
+            batch (``world_size x B`` rows) and rank ``r`` of ``W`` takes rows ``r, r + W, ...``:
+            the rows the project's distributed sampler gives it. Then ``W`` DDP processes of batch
+            ``B`` draw exactly the actions of one process of batch ``W B`` (DDP equivalence of the
+            REINFORCE step, with networks that do not normalise over the batch: ``norm: group``)
+            and a resumed run repeats them without any RNG state.
         logit_bound: smooth clipping ``b tanh(z / b)`` of the policy's logits (not in the paper;
             keeps ``s`` in ``[sigmoid(-b), sigmoid(b)]``; the raw logit's gradient decays only
             once it is several bounds large, see :func:`rl.soft_bound`); null = off.
@@ -129,6 +137,7 @@ class PatchDrop(BaseTask):
         alpha_steps: int | None = None,
         alpha_restart: bool = False,
         entropy_weight: float = 0.0,
+        sample_seed: int | None = None,
         logit_bound: float | None = None,
         fusion: rl.FusionMode = "paper",
         fill: float | None = None,
@@ -265,7 +274,8 @@ class PatchDrop(BaseTask):
         lr_logits = model.lr_logits(lr, hr.shape[-2:])
         if hp.policy_kind == "learned":
             loss, logs = model.reinforce_step(x, lr, y, lr_logits=lr_logits, alpha=self.alpha(), sigma=hp.sigma,
-                                              train_classifier=hp.stage != "pt", entropy_weight=hp.entropy_weight)
+                                              train_classifier=hp.stage != "pt", entropy_weight=hp.entropy_weight,
+                                              uniform=self.action_uniforms(y.shape[0]))
         elif hp.policy_kind == "saliency" and hp.stage == "pt":
             loss, logs = model.saliency_step(x, lr, y)
         else:  # baselines at Ft-1 / Ft-2: the HR classifier is fine-tuned on the baseline's masks
@@ -278,6 +288,17 @@ class PatchDrop(BaseTask):
         self.manual_backward(loss)
         opt.step()
         return loss.detach()
+
+    def action_uniforms(self, rows: int) -> Tensor | None:
+        """This rank's ``(rows, P)`` uniforms of the current step with ``sample_seed`` (else ``None``):
+        rows ``r, r + W, ...`` of the global batch's draw (see ``sample_seed``)."""
+        seed = self.hparams.sample_seed
+        if seed is None:
+            return None
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.global_step))
+        u = torch.rand(rows * world, self.model.num_patches, generator=g)
+        return u[rank::world].to(self.device)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _generator(self, stage: str, batch_idx: int) -> torch.Generator | None:
