@@ -58,7 +58,7 @@ class OptimSpec:
         step_size: epochs (or steps) between two ``step`` decays.
         schedule_unit: what ``step_size`` / ``milestones`` count: ``epoch`` (the papers' wording) or
             optimiser ``step``. Use ``step`` when runs over datasets of different sizes must share
-            one schedule (e.g. transfer at 1 % of the labels: 2 epochs of 180 images are 12 steps).
+            one schedule (e.g. transfer at 1 % of the labels: 2 epochs of 180 images at batch 32 are 10 steps).
         group_learning_rates: ``{group name: rate}`` for the groups named by the task's
             :meth:`~lr_lightning.methods.base.BaseTask.parameter_groups`; an unknown name is an error.
     """

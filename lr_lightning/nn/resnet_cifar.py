@@ -8,6 +8,7 @@ classifiers, ResNet8 = [1,1,1] for the policy network). Depth = 6n + 2.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from torch import Tensor, nn
@@ -17,13 +18,13 @@ Norm = Literal["batch", "group", "none"]
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
-    """``batch``: BatchNorm (the paper's nets); ``group``: GroupNorm with 8 groups (statistics per
+    """``batch``: BatchNorm (the paper's nets); ``group``: GroupNorm with ``gcd(8, channels)`` groups (statistics per
     image, so a batch split over DDP ranks normalises as one batch: DDP-equivalent on CPU, where
     SyncBatchNorm has no kernel); ``none``: identity."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+        return nn.GroupNorm(math.gcd(8, channels), channels)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be 'batch', 'group' or 'none', got {kind!r}")
@@ -73,7 +74,8 @@ class CifarResNet(nn.Module):
         in_channels: image channels.
         widths: channels of the three stages.
         norm: ``batch`` (default, the paper's), ``group`` or ``none`` (:func:`norm_layer`);
-            the layers keep their names (``bn1`` ...), so the state-dict keys stay the same.
+            the layers keep their names (``bn1`` ...), so ``batch`` and ``group`` share their affine
+            keys (``group`` has no running statistics; ``none`` has no norm keys and conv biases).
     """
 
     def __init__(

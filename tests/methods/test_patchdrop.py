@@ -686,7 +686,7 @@ def test_accuracy_curve_matches_a_per_image_loop_and_the_oracle() -> None:
 
 
 def test_sample_seed_draws_the_global_batch_and_the_actions_follow_the_uniforms() -> None:
-    """``sample_seed``: step t's uniforms come from (seed, t) for the whole batch (world size 1 here:
+    """``sample_seed``: update t's uniforms come from (seed, t) for the whole batch (world size 1 here:
     all rows); ``reinforce_step`` takes ``a = u < s'`` from them, so two calls agree exactly."""
     m = _pd("pt", sample_seed=5)
     u = m.action_uniforms(6)
@@ -705,3 +705,27 @@ def test_sample_seed_draws_the_global_batch_and_the_actions_follow_the_uniforms(
     assert logs_a["reward"] == logs_b["reward"] and logs_a["advantage"] == logs_b["advantage"]
     with pytest.raises(ValueError, match="uniform draws"):
         m.model.reinforce_step(x, lr, y, **{**kw, "uniform": u[:3]})
+
+
+def test_manual_optimisation_steps_its_lr_schedule_and_previous_stage_norms_must_match(tiny_cifar: Path, tmp_path: Path) -> None:
+    """Lightning does not step schedulers under manual optimisation; the base task does (per
+    optimiser step here). A checkpoint of BatchNorm nets does not load into GroupNorm nets."""
+    from dataclasses import replace
+
+    from lightning.pytorch import Trainer
+
+    from lr_lightning.data import CIFARDataModule
+    from lr_lightning.degrade import Degradation
+    from lr_lightning.methods.optim import PATCHDROP_OPTIM
+
+    optim = replace(PATCHDROP_OPTIM, scheduler="step", schedule_unit="step", step_size=1, gamma=0.5)
+    m = _pd("pt", optim=optim, channels_last=False)
+    dm = CIFARDataModule(root=str(tiny_cifar), batch_size=8, degradation=Degradation(mode="nearest", factor=4), augment=False)
+    t = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path)
+    t.fit(m, datamodule=dm)
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4 * 0.5**3)
+    t.save_checkpoint(tmp_path / "pt.ckpt")
+    with pytest.raises(ValueError, match="norm"):
+        PatchDrop(hr_classifier=CifarResNet(8, norm="group"), policy=CifarResNet(8, 16, norm="group"), stage="ft1",
+                  init_checkpoint=str(tmp_path / "pt.ckpt"))

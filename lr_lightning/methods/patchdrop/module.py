@@ -91,8 +91,9 @@ class PatchDrop(BaseTask):
             entropy of ``s`` averaged over images and patches (so relative to Eq. 9, which sums
             over the P patches, the weight acts as ``w / P`` per patch); not in the paper; 0 = off.
         sample_seed: ``None`` (default): the policy's Bernoulli actions are drawn from torch's global
-            RNG (restored on resume by the project's RNG-state callback). An integer: step ``t``
-            draws its uniforms from a generator seeded with ``(sample_seed, t)`` for the *global*
+            RNG (restored on resume by the project's RNG-state callback). An integer: the ``t``-th
+            policy update (counted over chained stages) draws its uniforms from a generator
+            seeded with ``(sample_seed, t)`` for the *global*
             batch (``world_size x B`` rows) and rank ``r`` of ``W`` takes rows ``r, r + W, ...``:
             the rows the project's distributed sampler gives it. Then ``W`` DDP processes of batch
             ``B`` draw exactly the actions of one process of batch ``W B`` (DDP equivalence of the
@@ -218,9 +219,12 @@ class PatchDrop(BaseTask):
         own = {k: v for k, v in read_checkpoint_state(path).items() if k.startswith(wanted) or k == counter}
         if not own:
             raise ValueError(f"{path!r} holds no policy.* / hr_classifier.* weights of a PatchDrop stage")
-        missing = [k for k in self.load_state_dict(own, strict=False).missing_keys if k.startswith(wanted)]
-        if missing:
-            raise ValueError(f"{path!r} lacks {missing[:5]} (different networks than this config?)")
+        result = self.load_state_dict(own, strict=False)
+        missing = [k for k in result.missing_keys if k.startswith(wanted)]
+        unexpected = [k for k in result.unexpected_keys if k.startswith(wanted)]
+        if missing or unexpected:
+            raise ValueError(f"{path!r} lacks {missing[:5]} / has extra {unexpected[:5]} (different networks than this config, "
+                             f"e.g. another depth or norm?)")
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks that keep their weights and batch-norm statistics in this stage."""
@@ -296,7 +300,9 @@ class PatchDrop(BaseTask):
         if seed is None:
             return None
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.global_step))
+        # keyed by the policy updates over all chained stages (not the stage's own step): Pt, Ft-1
+        # and Ft-2 draw different actions; restored with the checkpoint, equal on every rank
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.model.policy_updates))
         u = torch.rand(rows * world, self.model.num_patches, generator=g)
         return u[rank::world].to(self.device)
 
