@@ -238,9 +238,8 @@ def cifar_splits(labels: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     dm.setup("fit")
     dm.setup("test")
 
-    def stack(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [ds[i] for i in range(len(ds))]
-        return torch.stack([it["hr"] for it in items]), torch.tensor([int(it["label"]) for it in items])
+    def stack(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:  # a DictTensorDataset: index its tensors at once
+        return ds.images[ds.indices], ds.labels[ds.indices]
 
     return {"train": stack(dm.train_set), "val": stack(dm.val_set), "test": stack(dm.test_set)}
 

@@ -187,18 +187,17 @@ class BaseTask(LightningModule):
         if built is None:
             return optimizer
         sched, interval = built
-        self._manual_schedule_interval = interval
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": interval}}
 
     def _step_manual_scheduler(self, interval: str) -> None:
         """Lightning steps schedulers only under automatic optimisation; manual-optimisation tasks
         (PatchDrop, MAML, paper E) get theirs stepped here, per optimiser step or per epoch as the
         spec says, so ``optim.scheduler`` is never silently ignored."""
-        if self.automatic_optimization or getattr(self, "_manual_schedule_interval", None) != interval:
+        if self.automatic_optimization:
             return
-        sched = self.lr_schedulers()
-        for s in sched if isinstance(sched, list) else [sched]:
-            s.step()
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == interval:
+                config.scheduler.step()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._step_manual_scheduler("step")

@@ -35,20 +35,27 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from lr_lightning.methods.autoresolution.targets import luminance
+
 
 def window_side(patch: int, factor: int) -> int:
     """Side ``k`` of the LR window an HR patch of side ``patch`` covers."""
     return max(1, round(patch / factor))
 
 
-def _cells(super_patch: Tensor, patch: int, stride: int, k: int) -> tuple[Tensor, int]:
-    """Every cell average-pooled to ``k x k``: ``(B, G*G, C*k*k)`` and ``G``."""
+def _unfold_cells(super_patch: Tensor, patch: int, stride: int) -> tuple[Tensor, int]:
+    """Every tiled cell of the super patch as an image: ``(B*G*G, C, P, P)`` and ``G``."""
     b, c, s, _ = super_patch.shape
     g = (s - patch) // stride + 1
     cols = F.unfold(super_patch.float(), patch, stride=stride)  # (B, C*P*P, G*G)
-    cells = cols.transpose(1, 2).reshape(b * g * g, c, patch, patch)
-    pooled = F.adaptive_avg_pool2d(cells, k).reshape(b, g * g, c * k * k)
-    return pooled, g
+    return cols.transpose(1, 2).reshape(b * g * g, c, patch, patch), g
+
+
+def _cells(super_patch: Tensor, patch: int, stride: int, k: int) -> tuple[Tensor, int]:
+    """Every cell average-pooled to ``k x k``: ``(B, G*G, C*k*k)`` and ``G``."""
+    b, c = super_patch.shape[:2]
+    cells, g = _unfold_cells(super_patch, patch, stride)
+    return F.adaptive_avg_pool2d(cells, k).reshape(b, g * g, c * k * k), g
 
 
 def _windows(lr: Tensor, k: int) -> Tensor:
@@ -63,14 +70,6 @@ def _ncc_normalise(v: Tensor, channels: int) -> Tensor:
     v = v - v.mean(-1, keepdim=True)
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     return v.reshape(shape) / channels**0.5
-
-
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def luminance(x: Tensor) -> Tensor:
-    """``(B, 1, H, W)`` ITU-R 601 luminance of RGB images ``(B, 3, H, W)``."""
-    return (x.float() * x.new_tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _maybe_luma(lr: Tensor, super_patch: Tensor, use: bool) -> tuple[Tensor, Tensor]:
@@ -118,9 +117,8 @@ def aligned_block_distance(
     ``1 - NCC`` (``normalise``, only phases with at least 2 x 2 blocks); the minimum over phases and
     windows. Zero for a cell of an unmodified HR image whose blocks are LR pixels."""
     lr, super_patch = _maybe_luma(lr, super_patch, luminance)
-    b, c, s, _ = super_patch.shape
-    g = (s - patch) // stride + 1
-    cells = F.unfold(super_patch, patch, stride=stride).transpose(1, 2).reshape(b * g * g, c, patch, patch)
+    b, c = super_patch.shape[:2]
+    cells, g = _unfold_cells(super_patch, patch, stride)
     best = torch.full((b, g * g), float("inf"))
     for a in range(factor):
         ny = (patch - a) // factor

@@ -72,6 +72,15 @@ def centre_targets(
     return torch.stack([tx, ty], 1)
 
 
+#: ITU-R 601 luma weights (the greyscale of :func:`jitter_patches` and of the shortcut baselines)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luminance(x: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` ITU-R 601 luminance (float32) of RGB images ``(B, 3, H, W)`` in [0, 1]."""
+    return (x.float() * x.new_tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def jitter_patches(
     patches: Tensor, strength: float, grey: bool = False, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -88,11 +97,7 @@ def jitter_patches(
         raise ValueError(f"jitter strength must be in [0, 1), got {strength}")
     x = patches.float()
     b = x.shape[0]
-    w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
-
-    def luma(t: Tensor) -> Tensor:
-        return (t * w).sum(1, keepdim=True)
-
+    luma = luminance
     if strength > 0:
         u = torch.rand(b, 6, generator=generator).to(x.device) * 2 * strength + 1 - strength
         bright, contrast, sat = (u[:, i].view(b, 1, 1, 1) for i in range(3))
