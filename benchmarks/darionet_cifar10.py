@@ -55,8 +55,16 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lr_lightning.methods.darionet  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
-from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
-from benchmarks.common import REPO, RESULTS, environment, markdown_table, mcnemar, mean_ci, paired  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    cache_cifar_loading,
+    environment,
+    markdown_table,
+    mcnemar,
+    mean_ci,
+    paired,
+)
 from lr_lightning.cli import main as cli_main  # noqa: E402
 from lr_lightning.data import CIFAR10_MEAN, CIFAR10_STD, CIFARDataModule  # noqa: E402
 from lr_lightning.degrade import Degradation, ResizeDegradation, upsample  # noqa: E402

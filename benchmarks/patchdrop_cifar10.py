@@ -55,11 +55,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import lr_lightning.methods.patchdrop  # noqa: E402,F401  (imported up front: later edits do not leak into a running benchmark)
-from benchmarks.autoresolution_cifar10 import cache_cifar_loading  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     REPO,
     RESULTS,
     add_stage_arguments,
+    cache_cifar_loading,
     cli_run_args,
     markdown_table,
     mcnemar,
