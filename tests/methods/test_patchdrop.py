@@ -17,6 +17,7 @@ from lr_lightning.methods.patchdrop import (
     cutout_mask,
     hard_positive_actions,
     policy_statistics,
+    random_patch_actions,
     rl,
 )
 from lr_lightning.methods.patchdrop import grid as G
@@ -461,6 +462,38 @@ def test_hard_positive_classifier_masks_the_top_patches() -> None:
     assert "policy" not in m.hparams
 
 
+
+def test_random_patch_dropping_removes_whole_random_patches() -> None:
+    """``random_patches``: each augmented image loses exactly M ~ U[min, max] whole grid patches, a
+    different random subset per image (every patch is dropped sometimes); with ``augment_prob`` a
+    share of the images stays whole; evaluation uses the original images."""
+    torch.manual_seed(0)
+    m_rows = torch.tensor([0, 3, 7, 16])
+    acts = random_patch_actions(4, 16, m_rows)
+    assert acts.sum(1).tolist() == [16, 13, 9, 0]
+    m = AugmentedClassifier(net=CifarResNet(8), augment="random_patches", min_masked=3, max_masked=5, channels_last=False)
+    hr = torch.rand(512, 3, 32, 32) * 0.5 + 0.5  # never the mean colour
+    batch = {"hr": hr, "label": torch.zeros(512, dtype=torch.long)}
+    m.train()
+    mean = torch.tensor(m.hparams.mean).view(1, 3, 1, 1)
+    x = m._input(batch)
+    filled = (x == mean).all(1)  # (B, H, W): pixels set to the mean colour
+    per_patch = filled.view(512, 4, 8, 4, 8).permute(0, 1, 3, 2, 4).reshape(512, 16, 64)
+    assert bool(((per_patch.sum(-1) == 0) | (per_patch.sum(-1) == 64)).all())  # whole patches only
+    dropped = (per_patch.sum(-1) == 64).sum(1)
+    assert set(dropped.tolist()) == {3, 4, 5}
+    assert bool((per_patch.sum(-1) == 64).any(0).all())  # every patch position gets dropped
+    torch.testing.assert_close(x[~filled.unsqueeze(1).expand_as(x)], hr[~filled.unsqueeze(1).expand_as(hr)])
+    half = AugmentedClassifier(net=CifarResNet(8), augment="random_patches", min_masked=4, max_masked=4, augment_prob=0.5, channels_last=False)
+    half.train()
+    whole = (half._input(batch) == hr).flatten(1).all(1).float().mean()
+    assert 0.4 < float(whole) < 0.6
+    m.eval()
+    assert torch.equal(m._input(batch), hr)
+    with pytest.raises(ValueError, match="augment_prob"):
+        AugmentedClassifier(net=CifarResNet(8), augment="random_patches", augment_prob=1.5)
+
+
 # -- DDP --------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -729,3 +762,84 @@ def test_manual_optimisation_steps_its_lr_schedule_and_previous_stage_norms_must
     with pytest.raises(ValueError, match="norm"):
         PatchDrop(hr_classifier=CifarResNet(8, norm="group"), policy=CifarResNet(8, 16, norm="group"), stage="ft1",
                   init_checkpoint=str(tmp_path / "pt.ckpt"))
+
+
+@pytest.mark.parametrize("masks", ["sampled", "greedy", "both"])
+def test_ft_classifier_cross_entropy_on_the_chosen_masks(masks: str) -> None:
+    """``classifier_masks``: the HR classifier's gradient at Ft-1 is that of the cross-entropy on the
+    sampled masks (paper), on the greedy test-time masks ``s > 0.5``, or the mean of both,
+    recomputed here from the actions built by hand; the policy's gradient is the same in all three."""
+    torch.manual_seed(0)
+    m = _pd("ft1", channels_last=False).model.train()
+    hr, y = torch.rand(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    x, lr = m.normalize(hr), F.avg_pool2d(hr, 4)
+    u = torch.rand(6, 16)
+    loss, logs = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True, uniform=u, classifier_masks=masks)
+    params = list(m.hr_classifier.parameters())
+    got = torch.autograd.grad(loss, params + list(m.policy.parameters()))
+    with torch.no_grad():
+        probs = torch.sigmoid(m.policy(m.normalize(lr)).float())
+    sampled = (u < 0.8 * probs + 0.2 * (1 - probs)).float()
+    greedy = (probs > 0.5).float()
+
+    def ce(actions: Tensor) -> Tensor:
+        return F.cross_entropy(m.hr_classifier(x * G.patch_mask(actions, 32, 32, 4)).float(), y)
+
+    terms = {"sampled": [ce(sampled)], "greedy": [ce(greedy)], "both": [ce(sampled), ce(greedy)]}[masks]
+    want = torch.autograd.grad(sum(terms) / len(terms), params)
+    for g, w in zip(got[: len(params)], want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(logs["loss_ce"], (sum(terms) / len(terms)).detach(), rtol=1e-5, atol=1e-6)
+    ref_loss, _ = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True, uniform=u)
+    ref = torch.autograd.grad(ref_loss, list(m.policy.parameters()))
+    for g, w in zip(got[len(params):], ref, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_greedy_classifier_masks_need_a_training_classifier() -> None:
+    m = _pd("ft1", channels_last=False).model.eval()
+    hr, y = torch.rand(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    with pytest.raises(ValueError, match="train mode"):
+        m.reinforce_step(m.normalize(hr), F.avg_pool2d(hr, 4), y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True,
+                         classifier_masks="greedy")
+
+
+def test_k_samples_per_image_against_one_greedy_baseline() -> None:
+    """``samples=K`` (Pt, frozen classifier): the loss is the mean over K samples per image of
+    ``-A log pi(a)``, each sample scored against the image's greedy reward, recomputed here
+    sample by sample; K = 1 with the same draws is the paper's step; the uniforms' row
+    ``k B + b`` is sample k of image b."""
+    torch.manual_seed(0)
+    m = _pd("pt", channels_last=False).model.eval()
+    hr, y = torch.rand(5, 3, 32, 32), torch.randint(0, 10, (5,))
+    x, lr = m.normalize(hr), F.avg_pool2d(hr, 4)
+    k = 3
+    u = torch.rand(k * 5, 16)
+    loss, logs = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u, samples=k)
+    probs = m.policy_probs(lr)
+    bounded = 0.8 * probs + 0.2 * (1 - probs)
+    greedy = (probs > 0.5).float()
+    with torch.no_grad():
+        r_greedy = rl.reward(greedy, m.hr_classifier(x * G.patch_mask(greedy, 32, 32, 4)).argmax(-1) == y, 0.5)
+    terms, s_sum = [], 0.0
+    for j in range(k):
+        a = (u[j * 5:(j + 1) * 5] < bounded).float()
+        with torch.no_grad():
+            r = rl.reward(a, m.hr_classifier(x * G.patch_mask(a, 32, 32, 4)).argmax(-1) == y, 0.5)
+        adv = torch.where((a == greedy).all(1), torch.zeros_like(r), r - r_greedy)
+        logpi = (a * bounded.log() + (1 - a) * (1 - bounded).log()).sum(1)
+        terms.append(-(adv * logpi))
+        s_sum += float(a.sum(1).mean())
+    want = torch.cat(terms).mean()
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(loss, list(m.policy.parameters()))[0],
+                               torch.autograd.grad(want, list(m.policy.parameters()))[0], rtol=1e-4, atol=1e-7)
+    assert float(logs["hr_patches"]) == pytest.approx(s_sum / k, rel=1e-6)
+    one, _ = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u[:5])
+    torch.testing.assert_close(one, terms[0].mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="3 sample"):
+        m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u[:5], samples=k)
+    task = _pd("pt", sample_seed=2)
+    u2 = task.action_uniforms(4, samples=2)
+    g = torch.Generator().manual_seed(2 * 1_000_003)
+    torch.testing.assert_close(u2, torch.rand(2, 4, 16, generator=g).reshape(8, 16))

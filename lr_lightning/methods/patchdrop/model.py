@@ -32,6 +32,7 @@ from lr_lightning.methods.patchdrop import rl
 from lr_lightning.nn.weights import read_state_dict
 
 PolicyKind = Literal["learned", "fixed_h", "fixed_v", "stochastic", "saliency", "full", "none"]
+ClassifierMasks = Literal["sampled", "greedy", "both"]
 
 #: attribute names of the networks (also their state-dict prefixes inside the model)
 NETWORKS: tuple[str, ...] = ("policy", "hr_classifier", "lr_classifier")
@@ -225,7 +226,8 @@ class PatchDropModel(nn.Module):
     # -- training objectives -------------------------------------------------------------------
     def reinforce_step(
         self, x: Tensor, lr: Tensor, y: Tensor, *, lr_logits: Tensor | None, alpha: float, sigma: float, train_classifier: bool,
-        entropy_weight: float = 0.0, uniform: Tensor | None = None,
+        entropy_weight: float = 0.0, uniform: Tensor | None = None, classifier_masks: ClassifierMasks = "sampled",
+        samples: int = 1,
     ) -> tuple[Tensor, dict[str, Tensor | float]]:
         """One REINFORCE step of the learned policy (Eq. 8-11) on normalised HR images ``x``.
 
@@ -237,7 +239,19 @@ class PatchDropModel(nn.Module):
         ``entropy_weight`` times the mean Bernoulli entropy of ``s`` (an exploration bonus, not
         in the paper; 0 = the paper's loss).
 
-        ``uniform`` (``(B, P)`` in [0, 1)): the draws of the Bernoulli sample, ``a = u < s'``
+        ``classifier_masks`` (Ft only): which masks the classifier's cross-entropy is computed on.
+        ``sampled`` (the paper, Alg. 1: the exploratory masks of the policy gradient), ``greedy``
+        (the test-time masks ``s > 0.5``, so the classifier learns the input distribution it is
+        tested on, as a fixed-mask baseline does; the greedy pass is computed anyway for the
+        baseline reward, so this costs nothing) or ``both`` (the mean of the two losses). Not in
+        the paper; the reward of both passes is unchanged.
+
+        ``samples`` (K): actions sampled per image, each scored against the image's one greedy
+        baseline; Eq. 9's loss is the mean over the ``K B`` samples (an unbiased estimate of the
+        same gradient with K times less sampling variance; the paper uses K = 1). The sampled
+        classifier pass then runs on ``K B`` rows, the greedy one on ``B``.
+
+        ``uniform`` (``(K B, P)`` in [0, 1), row ``k B + b`` = sample k of image b): the draws of the Bernoulli sample, ``a = u < s'``
         (``None``: ``torch.bernoulli`` from the global RNG); see ``PatchDrop(sample_seed=...)``.
 
         ``lr_logits`` are the LR stream's logits of this batch (Ft-2), computed once by the
@@ -249,37 +263,54 @@ class PatchDropModel(nn.Module):
         then also updates the batch-norm running statistics (as the reference code's train-mode
         baseline forward does).
         """
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        b = y.shape[0]
         probs = self.policy_probs(lr)
         bounded = rl.bound_probs(probs, alpha)
+        bounded_k = bounded.repeat(samples, 1) if samples > 1 else bounded  # row k B + b: sample k of image b
         if uniform is None:
-            actions = torch.bernoulli(bounded.detach())
+            actions = torch.bernoulli(bounded_k.detach())
         else:
-            if uniform.shape != bounded.shape:
-                raise ValueError(f"uniform draws of shape {tuple(uniform.shape)} for probabilities of shape {tuple(bounded.shape)}")
-            actions = (uniform.to(bounded.device) < bounded.detach()).to(bounded.dtype)
+            if uniform.shape != bounded_k.shape:
+                raise ValueError(f"uniform draws of shape {tuple(uniform.shape)} for {samples} sample(s) of probabilities "
+                                 f"of shape {tuple(bounded.shape)}")
+            actions = (uniform.to(bounded.device) < bounded_k.detach()).to(bounded.dtype)
         greedy = rl.greedy_actions(probs.detach())
-        with torch.set_grad_enabled(train_classifier):
-            logp = self.log_probs(self.hr_logits(x, actions), actions, lr_logits)
-        correct = logp.detach().argmax(-1) == y
-        same = (actions == greedy).all(dim=1)
-        with torch.no_grad():
+        ce_sampled = train_classifier and classifier_masks in ("sampled", "both")
+        ce_greedy = train_classifier and classifier_masks in ("greedy", "both")
+        x_k, y_k, lr_logits_k = x, y, lr_logits
+        if samples > 1:
+            x_k, y_k = x.repeat(samples, 1, 1, 1), y.repeat(samples)
+            lr_logits_k = None if lr_logits is None else lr_logits.repeat(samples, 1)
+        with torch.set_grad_enabled(ce_sampled):
+            logp = self.log_probs(self.hr_logits(x_k, actions), actions, lr_logits_k)
+        correct = logp.detach().argmax(-1) == y_k
+        same = (actions == greedy.repeat(samples, 1)).all(dim=1)
+        logp_greedy = None
+        with torch.set_grad_enabled(ce_greedy):
             if self.hr_classifier.training:
-                correct_greedy = self.log_probs(self.hr_logits(x, greedy), greedy, lr_logits).argmax(-1) == y
+                logp_greedy = self.log_probs(self.hr_logits(x, greedy), greedy, lr_logits)
+                correct_greedy = logp_greedy.detach().argmax(-1) == y
             else:
-                correct_greedy = correct.clone()
-                rows = (~same).nonzero().flatten()
+                # an image whose every sample equals its greedy action has advantage 0 and needs no baseline pass
+                correct_greedy = correct[:b].clone()
+                rows = (~same).view(samples, b).any(0).nonzero().flatten()
                 if rows.numel():
                     sub = self.log_probs(self.hr_logits(x[rows], greedy[rows]), greedy[rows], None if lr_logits is None else lr_logits[rows])
                     correct_greedy[rows] = sub.argmax(-1) == y[rows]
         reward = rl.reward(actions, correct, sigma)
-        baseline = rl.reward(greedy, correct_greedy, sigma)
+        baseline = rl.reward(greedy, correct_greedy, sigma).repeat(samples)
         advantage = torch.where(same, torch.zeros_like(reward), reward - baseline)
-        loss_policy = rl.policy_loss(bounded, actions, advantage)
+        loss_policy = rl.policy_loss(bounded_k, actions, advantage)
         entropy = rl.bernoulli_entropy(probs)
         loss = loss_policy - entropy_weight * entropy if entropy_weight else loss_policy
         logs: dict[str, Tensor | float] = {}
         if train_classifier:
-            loss_ce = F.nll_loss(logp, y)
+            if ce_greedy and logp_greedy is None:
+                raise ValueError("classifier_masks='greedy' / 'both' needs the HR classifier in train mode (Ft-1 / Ft-2)")
+            terms = ([F.nll_loss(logp, y_k)] if ce_sampled else []) + ([F.nll_loss(logp_greedy, y)] if ce_greedy else [])
+            loss_ce = sum(terms) / len(terms)
             loss = loss + loss_ce
             logs["loss_ce"] = loss_ce.detach()
         if self.training:

@@ -48,6 +48,7 @@ from lr_lightning.methods.patchdrop import rl
 from lr_lightning.methods.patchdrop.figures import save_policy_figure, save_statistics_figure
 from lr_lightning.methods.patchdrop.model import (
     MODEL_PREFIX,
+    ClassifierMasks,
     PatchDropModel,
     PolicyKind,
     canonical_state,
@@ -102,6 +103,13 @@ class PatchDrop(BaseTask):
         logit_bound: smooth clipping ``b tanh(z / b)`` of the policy's logits (not in the paper;
             keeps ``s`` in ``[sigmoid(-b), sigmoid(b)]``; the raw logit's gradient decays only
             once it is several bounds large, see :func:`rl.soft_bound`); null = off.
+        classifier_masks: the masks the HR classifier's cross-entropy uses at Ft-1 / Ft-2:
+            ``sampled`` (the paper: the policy's exploratory samples), ``greedy`` (the test-time
+            masks, as a fixed-mask baseline is fine-tuned on its own test masks) or ``both``
+            (mean of the two); not in the paper, see :meth:`PatchDropModel.reinforce_step`.
+        policy_samples: actions sampled per image at each REINFORCE step (K), each against the
+            image's greedy baseline; the policy loss is their mean (K times less sampling
+            variance of Eq. 9's gradient for K sampled classifier passes). 1 = the paper.
         fusion: Eq. 7 (``paper``) or the reference code's ``logit_sum``.
         fill: pixel value in [0, 1] of dropped patches; ``None`` = zero in normalised space
             (the reference behaviour, i.e. the dataset mean colour).
@@ -140,6 +148,8 @@ class PatchDrop(BaseTask):
         entropy_weight: float = 0.0,
         sample_seed: int | None = None,
         logit_bound: float | None = None,
+        classifier_masks: ClassifierMasks = "sampled",
+        policy_samples: int = 1,
         fusion: rl.FusionMode = "paper",
         fill: float | None = None,
         lr_upsample: UpsampleMode = "bilinear",
@@ -169,6 +179,8 @@ class PatchDrop(BaseTask):
             raise ValueError(f"alpha_start / alpha_end must be in [0.5, 1] (Eq. 11), got {alpha_start}, {alpha_end}")
         if entropy_weight < 0:
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
+        if policy_samples < 1:
+            raise ValueError(f"policy_samples must be >= 1, got {policy_samples}")
         if stage == "pt" and policy_kind not in ("learned", "saliency"):
             raise ValueError(
                 f"policy_kind={policy_kind!r} has nothing to train at stage 'pt' (the classifier is frozen); "
@@ -279,7 +291,8 @@ class PatchDrop(BaseTask):
         if hp.policy_kind == "learned":
             loss, logs = model.reinforce_step(x, lr, y, lr_logits=lr_logits, alpha=self.alpha(), sigma=hp.sigma,
                                               train_classifier=hp.stage != "pt", entropy_weight=hp.entropy_weight,
-                                              uniform=self.action_uniforms(y.shape[0]))
+                                              uniform=self.action_uniforms(y.shape[0], hp.policy_samples),
+                                              classifier_masks=hp.classifier_masks, samples=hp.policy_samples)
         elif hp.policy_kind == "saliency" and hp.stage == "pt":
             loss, logs = model.saliency_step(x, lr, y)
         else:  # baselines at Ft-1 / Ft-2: the HR classifier is fine-tuned on the baseline's masks
@@ -293,9 +306,10 @@ class PatchDrop(BaseTask):
         opt.step()
         return loss.detach()
 
-    def action_uniforms(self, rows: int) -> Tensor | None:
-        """This rank's ``(rows, P)`` uniforms of the current step with ``sample_seed`` (else ``None``):
-        rows ``r, r + W, ...`` of the global batch's draw (see ``sample_seed``)."""
+    def action_uniforms(self, rows: int, samples: int = 1) -> Tensor | None:
+        """This rank's ``(samples * rows, P)`` uniforms of the current step with ``sample_seed``
+        (else ``None``): for each of the ``samples`` draws, rows ``r, r + W, ...`` of the global
+        batch's draw (see ``sample_seed``); row ``k rows + b`` is sample k of image b."""
         seed = self.hparams.sample_seed
         if seed is None:
             return None
@@ -303,8 +317,8 @@ class PatchDrop(BaseTask):
         # keyed by the policy updates over all chained stages (not the stage's own step): Pt, Ft-1
         # and Ft-2 draw different actions; restored with the checkpoint, equal on every rank
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(self.model.policy_updates))
-        u = torch.rand(rows * world, self.model.num_patches, generator=g)
-        return u[rank::world].to(self.device)
+        u = torch.rand(samples, rows * world, self.model.num_patches, generator=g)
+        return u[:, rank::world].reshape(samples * rows, -1).to(self.device)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _generator(self, stage: str, batch_idx: int) -> torch.Generator | None:
