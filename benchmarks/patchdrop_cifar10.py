@@ -80,22 +80,24 @@ NAME = "patchdrop_cifar10"
 CFG = REPO / "configs" / "patchdrop"
 WEIGHTS = RESULTS / "patchdrop_weights"
 _SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.1, 0.25, 0.5], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
-              stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9])
+              stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9],
+              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4)
 PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
                     ft_batch=256, ft_sigmas=[0.5, 2.0], classifier_lr=1e-4, bag_epochs=15, bag_pt_epochs=15, bag_ft1_epochs=5,
-                    hp_epochs=10, hp_lr=0.1, limit_train=None, limit_eval=None, **_SWEEP),
+                    hp_epochs=10, hp_lr=0.1, rp_epochs=10, limit_train=None, limit_eval=None, **_SWEEP),
     # the paper's CIFAR-10 schedule (Sec. 5.3): Pt 3400 epochs batch 1024 lr 1e-4, Ft-1 1680 / Ft-2 990 epochs batch 256
     "paper": dict(hr_epochs=200, lr_epochs=100, stn_epochs=200, pt_epochs=3400, pt_batch=1024, ft1_epochs=1680, ft2_epochs=990,
                   ft_batch=256, ft_sigmas=[5.0], classifier_lr=1e-4, bag_epochs=200, bag_pt_epochs=3400, bag_ft1_epochs=1680,
-                  hp_epochs=200, hp_lr=0.1, limit_train=None, limit_eval=None,
+                  hp_epochs=200, hp_lr=0.1, rp_epochs=30, limit_train=None, limit_eval=None,
                   **{**_SWEEP, "pt_lrs": [1e-4], "pt_sigmas": [0.5]}),
     "smoke": dict(hr_epochs=1, lr_epochs=1, stn_epochs=1, pt_epochs=1, pt_batch=64, ft1_epochs=1, ft2_epochs=1, ft_batch=64,
                   ft_sigmas=[0.5], classifier_lr=1e-4, bag_epochs=1, bag_pt_epochs=1, bag_ft1_epochs=1, hp_epochs=1, hp_lr=0.1,
-                  limit_train=3, limit_eval=2,
+                  rp_epochs=1, limit_train=3, limit_eval=2,
                   **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3}),
 }
-STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4"]
+STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
+          "ft1_checks", "adapted"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -325,12 +327,16 @@ def cfg_name(cfg: dict[str, Any]) -> str:
     return f"pt_sigma{cfg['sigma']:g}_lr{cfg['lr']:g}" + (f"_{ex}" if ex else "")
 
 
-def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int) -> dict[str, Any]:
-    name = f"{cfg_name(cfg)}_seed{seed}"
-    run = r.fit(name, "cifar10_pt.yaml", r.p["pt_epochs"], pt_args(r, results, cfg), seed=seed, test=False)
+def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int, *, hr: str | None = None, prefix: str = "",
+           extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One Pt run of ``cfg`` on the HR-CNN (or on the classifier ``hr``), greedy point on val / test."""
+    name = f"{prefix}{cfg_name(cfg)}_seed{seed}"
+    hr = hr or results["stages"]["classifiers"]["hr"]["weights"]
+    args = [*pt_args(r, results, cfg), f"--model.init_args.hr_checkpoint={REPO / hr}", *extra]  # the last hr_checkpoint wins
+    run = r.fit(name, "cifar10_pt.yaml", r.p["pt_epochs"], args, seed=seed, test=False)
     w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates"))
     bound = cfg.get("explore", {}).get("logit_bound")
-    model = load_model(hr=results["stages"]["classifiers"]["hr"]["weights"], stage=w, logit_bound=bound)
+    model = load_model(hr=hr, stage=w, logit_bound=bound)
     g = greedy_eval(model, r)
     g.pop("correct")
     print(f"[{name}] val reward {run['best_val']:.4f}, val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}", flush=True)
@@ -733,6 +739,118 @@ def stage_table4(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             "hard_positive_minus_none": compare(correct["hard_positive"], correct["none"])}
 
 
+# -- checks of the Ft-1 gap and of a mask-adapted classifier (seed 0 unless said) ----------------------
+def fit_ft1_patchdrop(r: Runner, results: dict[str, Any], name: str, *, hr_w: str, pt_w: str, extra: list[str]) -> dict[str, Any]:
+    """A PatchDrop Ft-1 run from the Pt weights ``pt_w`` on the classifier ``hr_w`` (the Ft-1
+    stage's sigma, epochs and classifier learning rate unless ``extra`` overrides them), greedy
+    point on val / test."""
+    cfg = results["stages"]["pt_seeds"]["config"]
+    init = compose_init(r, name, hr_w=hr_w, stage_w=pt_w)
+    run = r.fit(name, "cifar10_ft1.yaml", r.p["ft1_epochs"], [
+        f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
+        f"--model.init_args.optim.learning_rate={cfg['lr']}", *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra], seed=0, test=False)
+    w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
+    g = greedy_eval(load_model(hr=hr_w, stage=w), r)
+    print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
+    return {"name": name, "method": "PatchDrop", "weights": w, "train_s": run["train_s"], "extra": extra, **g}
+
+
+def fit_ft1_fixed(r: Runner, results: dict[str, Any], name: str, rule: str, s: int, *, hr_w: str, extra: list[str]) -> dict[str, Any]:
+    """A fixed-mask baseline fine-tuned on its own masks at S = ``s`` from ``hr_w`` (as in the Ft-1 stage)."""
+    init = compose_init(r, name, hr_w=hr_w, stage_w=None)
+    run = r.fit(name, "cifar10_baseline_ft1.yaml", r.p["ft1_epochs"], [
+        f"--model.init_args.policy_kind={rule}", "--model.init_args.stage=ft1", f"--model.init_args.num_kept={s}",
+        f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
+        *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra], seed=0, test=False)
+    w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.hr_classifier.",), half=True)
+    model = load_model(hr=hr_w, stage=w)
+    val, test = curve(model, "val", r, rule, [s])[0], curve(model, "test", r, rule, [s])[0]
+    print(f"[{name}] val acc {val['acc']:.2f}, test acc {test['acc']:.2f}", flush=True)
+    return {"name": name, "method": RULE_LABEL[rule], "S": s, "weights": w, "train_s": run["train_s"], "extra": extra,
+            "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2), "correct": test["correct"]}
+
+
+def stage_ft1_checks(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Two explanations of the Ft-1 gap, checked on seed 0 (validation decides): (1) the
+    classifier's fine-tuning rate, chosen per arm from ``classifier_lr`` + ``check_classifier_lrs``
+    for PatchDrop and for the best Ft-1 baseline at the ceil S; (2) PatchDrop's classifier trained
+    on its greedy (test-time) masks instead of the exploratory samples (``classifier_masks``)."""
+    p, ft1 = r.p, results["stages"]["ft1"]
+    hr_w = results["stages"]["classifiers"]["hr"]["weights"]
+    pt_w = next(q for q in results["stages"]["pt_seeds"]["runs"] if q["seed"] == p["seeds"][0])["weights"]
+    best_rule = next(k for k, v in RULE_LABEL.items() if v == ft1["best_baseline"])
+    ceil_s = ft1["ceil_S"]
+    seed0_pd = next(q for q in ft1["patchdrop"] if q["seed"] == p["seeds"][0])
+    seed0_base = next(q for q in ft1["baselines"] if q["method"] == ft1["best_baseline"] and q["S"] == ceil_s and q["seed"] == p["seeds"][0])
+    lr_rows = [{"arm": "PatchDrop", "classifier_lr": p["classifier_lr"], "val_S": seed0_pd["val_S"], "val_acc": seed0_pd["val_acc"],
+                "S": seed0_pd["S"], "acc": seed0_pd["acc"], "run": seed0_pd["name"] + " (Ft-1 stage)"},
+               {"arm": ft1["best_baseline"], "classifier_lr": p["classifier_lr"], "val_S": ceil_s, "val_acc": seed0_base["val_acc"],
+                "S": ceil_s, "acc": seed0_base["acc"], "run": seed0_base["name"] + " (Ft-1 stage)"}]
+    for clr in p["check_classifier_lrs"]:
+        group = [f"--model.init_args.optim.group_learning_rates={{hr_classifier: {clr}}}"]
+        q = fit_ft1_patchdrop(r, results, f"check_ft1_clr{clr:g}_seed0", hr_w=hr_w, pt_w=pt_w, extra=group)
+        lr_rows.append({"arm": "PatchDrop", "classifier_lr": clr, **{k: q[k] for k in ("val_S", "val_acc", "S", "acc")}, "run": q["name"]})
+        b = fit_ft1_fixed(r, results, f"check_ft1_{best_rule}_S{ceil_s}_clr{clr:g}_seed0", best_rule, ceil_s, hr_w=hr_w, extra=group)
+        lr_rows.append({"arm": b["method"], "classifier_lr": clr, "val_S": ceil_s, "val_acc": b["val_acc"], "S": ceil_s, "acc": b["acc"], "run": b["name"]})
+    chosen = {arm: max((q for q in lr_rows if q["arm"] == arm), key=lambda q: q["val_acc"]) for arm in ("PatchDrop", ft1["best_baseline"])}
+    greedy = fit_ft1_patchdrop(r, results, "check_ft1_greedy_masks_seed0", hr_w=hr_w, pt_w=pt_w, extra=["--model.init_args.classifier_masks=greedy"])
+    greedy.pop("correct")
+    return {"seed": p["seeds"][0], "classifier_lr_rows": lr_rows,
+            "chosen_classifier_lr": {arm: q["classifier_lr"] for arm, q in chosen.items()},
+            "gap_at_chosen_lr_val": round(chosen["PatchDrop"]["val_acc"] - chosen[ft1["best_baseline"]]["val_acc"], 2),
+            "greedy_masks": greedy, "sampled_masks": {k: seed0_pd[k] for k in ("name", "val_S", "val_acc", "S", "acc")}}
+
+
+def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Issue #13's optional item, measured: the HR-CNN fine-tuned with random patch dropping
+    (``cifar10_classifier_hr_random_patches.yaml``), its full-image accuracy and its accuracy
+    under the fixed masks at every S (frozen, against the HR-CNN's); then PatchDrop Pt on it (the
+    claim setting of ``pt_sweep``, 3 seeds, plus ``check_policy_samples`` actions per image on
+    seed 0) against Fixed-H / Fixed-V on the same classifier at the same S (interpolated at each
+    seed's test S; McNemar at the ceil of the mean validation S); and Ft-1 (seed 0) against
+    Fixed-H / Fixed-V fine-tuned at the ceil of its validation S."""
+    p, c = r.p, results["stages"]["classifiers"]
+    run = r.fit("classifier_hr_rp", "cifar10_classifier_hr_random_patches.yaml", p["rp_epochs"],
+                [f"--model.init_args.init_checkpoint={REPO / c['hr']['weights']}"])
+    rp_w = save_weights(run["checkpoint"], weights_path(r.profile, "classifier_hr_rp"), ("net.",))
+    levels = list(range(17))
+    frozen: dict[str, Any] = {}
+    for tag, hw in (("hr_cnn", c["hr"]["weights"]), ("random_patches", rp_w)):
+        model = load_model(hr=hw)
+        frozen[tag] = {split: {rule: points(curve(model, split, r, rule, levels)) for rule in ("fixed_h", "fixed_v")} for split in ("val", "test")}
+    rp_model = load_model(hr=rp_w)
+    cfg = results["stages"]["pt_seeds"]["config"]
+    pt = [run_pt(r, results, cfg, sd, hr=rp_w, prefix="rp_") for sd in p["seeds"]]
+    k = p["check_policy_samples"]
+    pt_k = run_pt(r, results, cfg, p["seeds"][0], hr=rp_w, prefix=f"rp_k{k}_", extra=(f"--model.init_args.policy_samples={k}",))
+    pd_correct = [greedy_eval(load_model(hr=rp_w, stage=q["weights"]), r)["correct"] for q in pt]
+    s_val = sum(q["val_S"] for q in pt) / len(pt)
+    ceil_s = min(16, int(-(-s_val // 1)))
+    vs = {}
+    for rule in ("fixed_h", "fixed_v"):
+        tc = [(q["S"], q["acc"]) for q in frozen["random_patches"]["test"][rule]]
+        base_c = baseline_correct(rp_model, r, rule, ceil_s, 0)
+        vs[RULE_LABEL[rule]] = {
+            "same_S_interpolated": mean_ci([q["acc"] - interpolate_at(tc, q["S"]) for q in pt]),
+            "per_seed_same_S": [round(q["acc"] - interpolate_at(tc, q["S"]), 2) for q in pt],
+            f"ceil_S{ceil_s}": compare(pd_correct, [base_c] * len(pd_correct))}
+    pt_k_vs = {RULE_LABEL[rule]: round(pt_k["acc"] - interpolate_at([(q["S"], q["acc"]) for q in frozen["random_patches"]["test"][rule]], pt_k["S"]), 2)
+               for rule in ("fixed_h", "fixed_v")}
+    # Ft-1, seed 0, on the adapted classifier
+    ft = fit_ft1_patchdrop(r, results, "rp_ft1_seed0", hr_w=rp_w, pt_w=pt[0]["weights"], extra=[])
+    ft_ceil = min(16, int(-(-ft["val_S"] // 1)))
+    base = [fit_ft1_fixed(r, results, f"rp_ft1_{rule}_S{ft_ceil}_seed0", rule, ft_ceil, hr_w=rp_w, extra=[]) for rule in ("fixed_h", "fixed_v")]
+    ft_vs = {q["method"] + f"@{ft_ceil}": mcnemar(ft["correct"].numpy(), q["correct"].numpy()) for q in base}
+    ft.pop("correct")
+    for q in base:
+        q.pop("correct")
+    return {"classifier": {"weights": rp_w, "epochs": run["epochs"], "train_s": run["train_s"], "acc": round(100 * run["test"]["test/acc"], 2),
+                           "best_val_acc": round(100 * run["best_val"], 2)},
+            "frozen": frozen, "pt": pt, "pt_acc": mean_ci([q["acc"] for q in pt]), "pt_S": mean_ci([q["S"] for q in pt]),
+            "pt_val_S": round(s_val, 3), "pt_vs_fixed": vs, "pt_samples": {"k": k, **pt_k, "vs_fixed_same_S": pt_k_vs},
+            "ft1": ft, "ft1_baselines": base, "ft1_vs_fixed": ft_vs}
+
+
 # -- output ------------------------------------------------------------------------------------------
 def top_level(results: dict[str, Any]) -> dict[str, Any]:
     """The fields the issue names: ``rows`` (one per method, stage, operating point and seed)
@@ -761,6 +879,18 @@ def top_level(results: dict[str, Any]) -> dict[str, Any]:
                      for q in st[key]["patchdrop"]]
             rows += [{"method": q["method"], "stage": label, "S": float(q["S"]), "acc": q["acc"], "seed": q["seed"],
                       "operating_point": "floor" if q["S"] == st[key]["floor_S"] else "ceil"} for q in st[key]["baselines"]]
+    if "adapted" in st:  # the same rows on the HR classifier trained with random patch dropping
+        a = st["adapted"]
+        rp = {"hr_classifier": "random_patches"}
+        rows += [{"method": "PatchDrop", "stage": "Pt", "S": q["S"], "acc": q["acc"], "seed": q["seed"], "sigma": q["sigma"], **rp} for q in a["pt"]]
+        ceil_key = next(k for k in a["pt_vs_fixed"]["Fixed-H"] if k.startswith("ceil_S"))
+        for label, rule in (("Fixed-H", "fixed_h"), ("Fixed-V", "fixed_v")):
+            sv = int(ceil_key[len("ceil_S"):])
+            rows.append({"method": label, "stage": "Pt", "S": float(sv), "acc": a["frozen"]["random_patches"]["test"][rule][sv]["acc"], "seed": 0,
+                         "operating_point": "ceil", **rp})
+        rows.append({"method": "PatchDrop", "stage": "Ft-1", "S": a["ft1"]["S"], "acc": a["ft1"]["acc"], "seed": 0, **rp})
+        rows += [{"method": q["method"], "stage": "Ft-1", "S": float(q["S"]), "acc": q["acc"], "seed": 0, "operating_point": "ceil", **rp}
+                 for q in a["ft1_baselines"]]
     out["claim_check"] = claim_check(results)
     return out
 
@@ -877,6 +1007,42 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("Margins (PatchDrop minus baseline, points, mean ± 95 % CI over seeds):\n")
         lines.append(markdown_table([{"stage": k, "vs": b, "margin": f"{m['mean']:.2f} ± {m['ci95']:.2f}"} for k, v in cc.items()
                                      for b, m in v["margins"].items()], ["stage", "vs", "margin"]))
+    if "ft1_checks" in st:
+        fc = st["ft1_checks"]
+        lines.append(f"## Ft-1 checks (seed {fc['seed']}): classifier learning rate per arm, chosen on validation "
+                     f"{fc['chosen_classifier_lr']}; PatchDrop minus baseline at the chosen rates (val): {fc['gap_at_chosen_lr_val']}\n")
+        lines.append(markdown_table([{**q, "classifier_lr": f"{q['classifier_lr']:g}"} for q in fc["classifier_lr_rows"]],
+                                    ["arm", "classifier_lr", "val_S", "val_acc", "S", "acc", "run"]))
+        g, sm = fc["greedy_masks"], fc["sampled_masks"]
+        lines.append(f"PatchDrop's classifier on its greedy (test-time) masks instead of the samples: val acc {g['val_acc']} at val S "
+                     f"{g['val_S']} (samples: {sm['val_acc']} at {sm['val_S']}); test {g['acc']} at S {g['S']} (samples: {sm['acc']} at {sm['S']})\n")
+    if "adapted" in st:
+        a = st["adapted"]
+        cl = a["classifier"]
+        lines.append(f"## HR classifier trained with random patch dropping ({cl['epochs']} epochs from the HR-CNN): full-image test "
+                     f"accuracy {cl['acc']:.2f} % (HR-CNN {st['classifiers']['hr']['acc']:.2f} %)\n")
+        fz = a["frozen"]
+        rows = [{"S": sv, **{f"{lab} {tag}": fz[tag]["test"][rule][sv]["acc"] for rule, lab in (("fixed_h", "Fixed-H"), ("fixed_v", "Fixed-V"))
+                             for tag in ("hr_cnn", "random_patches")}} for sv in range(17)]
+        lines.append("Frozen classifiers under the fixed masks, test accuracy:\n")
+        lines.append(markdown_table(rows, ["S", "Fixed-H hr_cnn", "Fixed-H random_patches", "Fixed-V hr_cnn", "Fixed-V random_patches"]))
+        lines.append(f"Pt on it (claim setting, {len(a['pt'])} seeds): PatchDrop {ci(a['pt_acc'])} % at S {ci(a['pt_S'])}\n")
+        lines.append(markdown_table(a["pt"], ["name", "seed", "val_reward", "val_S", "val_acc", "S", "acc", "train_s"]))
+        vrows = []
+        for lab, v in a["pt_vs_fixed"].items():
+            ck = next(k for k in v if k.startswith("ceil_S"))
+            vrows.append({"vs": lab, "same S (interpolated)": ci(v["same_S_interpolated"]), "per seed": v["per_seed_same_S"],
+                          ck: ci(v[ck]["diff"]), "McNemar p": ", ".join(f"{t['p']:.2g}" for t in v[ck]["mcnemar"])})
+        lines.append(markdown_table(vrows, list(vrows[0])))
+        pk = a["pt_samples"]
+        lines.append(f"Pt with {pk['k']} actions per image (seed 0): val reward {pk['val_reward']}, S {pk['S']}, acc {pk['acc']}; minus the fixed "
+                     f"masks at the same S: {pk['vs_fixed_same_S']}\n")
+        f1 = a["ft1"]
+        lines.append(f"Ft-1 on it (seed 0): PatchDrop val {f1['val_acc']} at S {f1['val_S']}, test {f1['acc']} at S {f1['S']}\n")
+        lines.append(markdown_table([{**{k: q[k] for k in ("method", "S", "val_acc", "acc", "train_s")},
+                                      "PatchDrop minus": round(a["ft1_vs_fixed"][f"{q['method']}@{q['S']}"]["diff"], 2),
+                                      "McNemar p": f"{a['ft1_vs_fixed'][q['method'] + '@' + str(q['S'])]['p']:.2g}"} for q in a["ft1_baselines"]],
+                                    ["method", "S", "val_acc", "acc", "PatchDrop minus", "McNemar p", "train_s"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:
