@@ -81,7 +81,7 @@ CFG = REPO / "configs" / "patchdrop"
 WEIGHTS = RESULTS / "patchdrop_weights"
 _SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.1, 0.25, 0.5], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
               stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9],
-              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4)
+              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4, predict_epochs=15)
 PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
                     ft_batch=256, ft_sigmas=[0.5, 2.0], classifier_lr=1e-4, bag_epochs=15, bag_pt_epochs=15, bag_ft1_epochs=5,
@@ -97,7 +97,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3}),
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
-          "ft1_checks", "adapted"]
+          "ft1_checks", "adapted", "predictability"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -184,13 +184,14 @@ _BATCHES: dict[tuple[str, int | None], list[tuple[torch.Tensor, torch.Tensor, to
 
 
 def eval_batches(split: str, limit: int | None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The fixed validation split (10 % of train, data seed 0, as in every CLI run) or the 10k
-    test images, as ``(hr, lr, label)`` batches of 500 in one fixed order."""
+    """The fixed validation split (10 % of train, data seed 0, as in every CLI run), the 10k
+    test images, or (``train``) the training split without augmentation, as ``(hr, lr, label)``
+    batches of 500 in one fixed order."""
     key = (split, limit)
     if key not in _BATCHES:
         dm = CIFARDataModule(batch_size=500, eval_batch_size=500, degradation=Degradation("nearest", 4))
-        dm.setup("fit" if split == "val" else "test")
-        loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+        dm.setup("test" if split == "test" else "fit")
+        loader = {"val": dm.val_dataloader, "test": dm.test_dataloader, "train": lambda: dm._loader(dm.train_set, False, 500)}[split]()
         out = []
         for i, b in enumerate(loader):
             if limit and i >= limit:
@@ -331,8 +332,8 @@ def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int, *
            extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One Pt run of ``cfg`` on the HR-CNN (or on the classifier ``hr``), greedy point on val / test."""
     name = f"{prefix}{cfg_name(cfg)}_seed{seed}"
+    args = [*pt_args(r, results, cfg), *([f"--model.init_args.hr_checkpoint={REPO / hr}"] if hr else []), *extra]  # the last hr_checkpoint wins
     hr = hr or results["stages"]["classifiers"]["hr"]["weights"]
-    args = [*pt_args(r, results, cfg), f"--model.init_args.hr_checkpoint={REPO / hr}", *extra]  # the last hr_checkpoint wins
     run = r.fit(name, "cifar10_pt.yaml", r.p["pt_epochs"], args, seed=seed, test=False)
     w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates"))
     bound = cfg.get("explore", {}).get("logit_bound")
@@ -745,18 +746,23 @@ def fit_ft1_patchdrop(r: Runner, results: dict[str, Any], name: str, *, hr_w: st
     stage's sigma, epochs and classifier learning rate unless ``extra`` overrides them), greedy
     point on val / test."""
     cfg = results["stages"]["pt_seeds"]["config"]
+    explore = [f"--model.init_args.{k}={v}" for k, v in cfg.get("explore", {}).items()]
+    bound = cfg.get("explore", {}).get("logit_bound")
     init = compose_init(r, name, hr_w=hr_w, stage_w=pt_w)
     run = r.fit(name, "cifar10_ft1.yaml", r.p["ft1_epochs"], [
         f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
-        f"--model.init_args.optim.learning_rate={cfg['lr']}", *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra], seed=0, test=False)
+        f"--model.init_args.optim.learning_rate={cfg['lr']}", *explore, *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra],
+        seed=0, test=False)
     w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
-    g = greedy_eval(load_model(hr=hr_w, stage=w), r)
+    g = greedy_eval(load_model(hr=hr_w, stage=w, logit_bound=bound), r)
     print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
     return {"name": name, "method": "PatchDrop", "weights": w, "train_s": run["train_s"], "extra": extra, **g}
 
 
 def fit_ft1_fixed(r: Runner, results: dict[str, Any], name: str, rule: str, s: int, *, hr_w: str, extra: list[str]) -> dict[str, Any]:
     """A fixed-mask baseline fine-tuned on its own masks at S = ``s`` from ``hr_w`` (as in the Ft-1 stage)."""
+    if rule not in ("fixed_h", "fixed_v", "stochastic"):
+        raise ValueError(f"the Ft-1 checks fine-tune fixed / stochastic rules only, not {rule!r} (STN needs its Pt saliency net)")
     init = compose_init(r, name, hr_w=hr_w, stage_w=None)
     run = r.fit(name, "cifar10_baseline_ft1.yaml", r.p["ft1_epochs"], [
         f"--model.init_args.policy_kind={rule}", "--model.init_args.stage=ft1", f"--model.init_args.num_kept={s}",
@@ -792,12 +798,16 @@ def stage_ft1_checks(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
         lr_rows.append({"arm": "PatchDrop", "classifier_lr": clr, **{k: q[k] for k in ("val_S", "val_acc", "S", "acc")}, "run": q["name"]})
         b = fit_ft1_fixed(r, results, f"check_ft1_{best_rule}_S{ceil_s}_clr{clr:g}_seed0", best_rule, ceil_s, hr_w=hr_w, extra=group)
         lr_rows.append({"arm": b["method"], "classifier_lr": clr, "val_S": ceil_s, "val_acc": b["val_acc"], "S": ceil_s, "acc": b["acc"], "run": b["name"]})
-    chosen = {arm: max((q for q in lr_rows if q["arm"] == arm), key=lambda q: q["val_acc"]) for arm in ("PatchDrop", ft1["best_baseline"])}
+    # per arm the best validation accuracy; PatchDrop's rate only among runs at validation S <= the baseline's S
+    chosen = {arm: max((q for q in lr_rows if q["arm"] == arm and q["val_S"] <= ceil_s), key=lambda q: q["val_acc"])
+              for arm in ("PatchDrop", ft1["best_baseline"])}
     greedy = fit_ft1_patchdrop(r, results, "check_ft1_greedy_masks_seed0", hr_w=hr_w, pt_w=pt_w, extra=["--model.init_args.classifier_masks=greedy"])
     greedy.pop("correct")
     return {"seed": p["seeds"][0], "classifier_lr_rows": lr_rows,
             "chosen_classifier_lr": {arm: q["classifier_lr"] for arm, q in chosen.items()},
             "gap_at_chosen_lr_val": round(chosen["PatchDrop"]["val_acc"] - chosen[ft1["best_baseline"]]["val_acc"], 2),
+            "gap_at_chosen_lr_test": round(chosen["PatchDrop"]["acc"] - chosen[ft1["best_baseline"]]["acc"], 2),
+            "S_at_chosen_lr": {arm: q["S"] for arm, q in chosen.items()},
             "greedy_masks": greedy, "sampled_masks": {k: seed0_pd[k] for k in ("name", "val_S", "val_acc", "S", "acc")}}
 
 
@@ -823,7 +833,7 @@ def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     pt = [run_pt(r, results, cfg, sd, hr=rp_w, prefix="rp_") for sd in p["seeds"]]
     k = p["check_policy_samples"]
     pt_k = run_pt(r, results, cfg, p["seeds"][0], hr=rp_w, prefix=f"rp_k{k}_", extra=(f"--model.init_args.policy_samples={k}",))
-    pd_correct = [greedy_eval(load_model(hr=rp_w, stage=q["weights"]), r)["correct"] for q in pt]
+    pd_correct = [greedy_eval(load_model(hr=rp_w, stage=q["weights"], logit_bound=q.get("logit_bound")), r)["correct"] for q in pt]
     s_val = sum(q["val_S"] for q in pt) / len(pt)
     ceil_s = min(16, int(-(-s_val // 1)))
     vs = {}
@@ -849,6 +859,69 @@ def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             "frozen": frozen, "pt": pt, "pt_acc": mean_ci([q["acc"] for q in pt]), "pt_S": mean_ci([q["S"] for q in pt]),
             "pt_val_S": round(s_val, 3), "pt_vs_fixed": vs, "pt_samples": {"k": k, **pt_k, "vs_fixed_same_S": pt_k_vs},
             "ft1": ft, "ft1_baselines": base, "ft1_vs_fixed": ft_vs}
+
+
+def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Does the LR image tell which patches the classifier needs? For each HR classifier (the
+    HR-CNN; the random-patch one of ``adapted``), K candidate masks of S patches (Fixed-H,
+    Fixed-V and ``oracle_k`` random ones; S = PatchDrop's rounded Pt validation S on that
+    classifier): the per-image correctness of every mask on the training, validation and test
+    images; then a ResNet8 on the LR image (the policy's network and input) trained by plain
+    supervised learning (binary cross-entropy) to predict which masks classify each training
+    image right, its most probable mask used per image. This is an upper bound for an
+    LR-conditioned choice among those masks learned from far better feedback than REINFORCE's
+    (the outcome of every mask for every image). Compared with the best single mask (chosen on
+    validation) and the per-image oracle, on test (McNemar, paired)."""
+    p = r.p
+    st = results["stages"]
+    arms = {"hr_cnn": (st["classifiers"]["hr"]["weights"], st["pt_eval"]["claim"]["val_S"])}
+    if "adapted" in st:
+        arms["random_patches"] = (st["adapted"]["classifier"]["weights"], st["adapted"]["pt_val_S"])
+    out: dict[str, Any] = {}
+    for tag, (hw, s_val) in arms.items():
+        s = int(round(s_val))
+        model = load_model(hr=hw)
+        cands = [("fixed_h", 0), ("fixed_v", 0)] + [("random", k) for k in range(p["oracle_k"])]
+        correct = {split: torch.stack([curve(model, split, r, rule, [s], seed=sd)[0]["correct"] for rule, sd in cands], 1)
+                   for split in ("train", "val", "test")}
+        lr = {split: torch.cat([b[1] for b in eval_batches(split, p["limit_eval"])]) for split in ("train", "val", "test")}
+        torch.manual_seed(0)
+        net = CifarResNet(8, len(cands))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        mean, std = model.mean, model.std
+        best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+        history = []
+        for _ in range(p["predict_epochs"]):
+            net.train()
+            order = torch.randperm(len(lr["train"]))
+            for i in range(0, len(order), 256):
+                idx = order[i:i + 256]
+                logits = net((lr["train"][idx] - mean) / std).float()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, correct["train"][idx].float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                pick = {split: net((lr[split] - mean) / std).argmax(1) for split in ("val", "test")}
+            chosen = {split: correct[split].gather(1, pick[split][:, None]).squeeze(1) for split in ("val", "test")}
+            val_acc = float(chosen["val"].double().mean() * 100)
+            history.append(round(val_acc, 2))
+            if val_acc > best[0]:  # the epoch is chosen on validation
+                best = (val_acc, chosen)
+        single_val = correct["val"].double().mean(0) * 100
+        j = int(single_val.argmax())
+        name = [f"{rule}{sd if rule == 'random' else ''}" for rule, sd in cands]
+        pred_test = best[1]["test"]
+        out[tag] = {"S": s, "K": len(cands), "candidates": name, "best_single": name[j], "best_single_val_acc": round(float(single_val[j]), 2),
+                    "best_single_test_acc": round(float(correct["test"][:, j].double().mean() * 100), 2),
+                    "predicted_val_acc": round(best[0], 2), "predicted_test_acc": round(float(pred_test.double().mean() * 100), 2),
+                    "oracle_val_acc": round(oracle_accuracy(list(correct["val"].T)), 2), "oracle_test_acc": round(oracle_accuracy(list(correct["test"].T)), 2),
+                    "train_mask_acc": [round(float(v), 2) for v in correct["train"].double().mean(0) * 100],
+                    "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy())}
+        print(f"[predictability {tag}] S={s}: best single {name[j]} test {out[tag]['best_single_test_acc']}, predicted "
+              f"{out[tag]['predicted_test_acc']}, oracle {out[tag]['oracle_test_acc']}", flush=True)
+    return out
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -891,6 +964,8 @@ def top_level(results: dict[str, Any]) -> dict[str, Any]:
         rows.append({"method": "PatchDrop", "stage": "Ft-1", "S": a["ft1"]["S"], "acc": a["ft1"]["acc"], "seed": 0, **rp})
         rows += [{"method": q["method"], "stage": "Ft-1", "S": float(q["S"]), "acc": q["acc"], "seed": 0, "operating_point": "ceil", **rp}
                  for q in a["ft1_baselines"]]
+    for row in rows:
+        row.setdefault("hr_classifier", "hr_cnn")
     out["claim_check"] = claim_check(results)
     return out
 
@@ -1010,7 +1085,8 @@ def markdown(results: dict[str, Any]) -> str:
     if "ft1_checks" in st:
         fc = st["ft1_checks"]
         lines.append(f"## Ft-1 checks (seed {fc['seed']}): classifier learning rate per arm, chosen on validation "
-                     f"{fc['chosen_classifier_lr']}; PatchDrop minus baseline at the chosen rates (val): {fc['gap_at_chosen_lr_val']}\n")
+                     f"{fc['chosen_classifier_lr']} (PatchDrop among runs at val S <= the baseline's); PatchDrop minus baseline at the chosen rates: "
+                     f"val {fc['gap_at_chosen_lr_val']}, test {fc['gap_at_chosen_lr_test']} (test S {fc['S_at_chosen_lr']})\n")
         lines.append(markdown_table([{**q, "classifier_lr": f"{q['classifier_lr']:g}"} for q in fc["classifier_lr_rows"]],
                                     ["arm", "classifier_lr", "val_S", "val_acc", "S", "acc", "run"]))
         g, sm = fc["greedy_masks"], fc["sampled_masks"]
@@ -1043,6 +1119,14 @@ def markdown(results: dict[str, Any]) -> str:
                                       "PatchDrop minus": round(a["ft1_vs_fixed"][f"{q['method']}@{q['S']}"]["diff"], 2),
                                       "McNemar p": f"{a['ft1_vs_fixed'][q['method'] + '@' + str(q['S'])]['p']:.2g}"} for q in a["ft1_baselines"]],
                                     ["method", "S", "val_acc", "acc", "PatchDrop minus", "McNemar p", "train_s"]))
+    if "predictability" in st:
+        lines.append("## Predictability: an LR-image network trained with full supervision to pick, per image, one of K masks the classifier gets right\n")
+        lines.append(markdown_table([{"classifier": k, **{kk: v[kk] for kk in ("S", "K", "best_single", "best_single_test_acc", "predicted_test_acc",
+                                                                                  "oracle_test_acc")},
+                                      "predicted - best single": round(v["predicted_minus_best_single"]["diff"], 2),
+                                      "McNemar p": f"{v['predicted_minus_best_single']['p']:.2g}"} for k, v in st["predictability"].items()],
+                                    ["classifier", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "predicted - best single",
+                                     "McNemar p", "oracle_test_acc"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:

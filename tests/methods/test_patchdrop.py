@@ -785,18 +785,33 @@ def test_ft_classifier_cross_entropy_on_the_chosen_masks(masks: str) -> None:
     def ce(actions: Tensor) -> Tensor:
         return F.cross_entropy(m.hr_classifier(x * G.patch_mask(actions, 32, 32, 4)).float(), y)
 
+    assert not torch.equal(sampled, greedy)  # the two mask sets differ, so the choice is visible in the gradient
     terms = {"sampled": [ce(sampled)], "greedy": [ce(greedy)], "both": [ce(sampled), ce(greedy)]}[masks]
     want = torch.autograd.grad(sum(terms) / len(terms), params)
     for g, w in zip(got[: len(params)], want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(logs["loss_ce"], (sum(terms) / len(terms)).detach(), rtol=1e-5, atol=1e-6)
-    ref_loss, _ = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True, uniform=u)
-    ref = torch.autograd.grad(ref_loss, list(m.policy.parameters()))
-    for g, w in zip(got[len(params):], ref, strict=True):
-        torch.testing.assert_close(g, w)
+    # batch-norm running statistics: with greedy-only cross-entropy only the greedy pass moves them
+    bn = next(mod for mod in m.hr_classifier.modules() if isinstance(mod, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=5.0, train_classifier=True, uniform=u, classifier_masks=masks)
+    after = bn.running_mean.clone()
+    bn.running_mean.copy_(before)
+    with torch.no_grad():
+        m.hr_classifier(x * G.patch_mask(greedy, 32, 32, 4))
+    greedy_only = bn.running_mean.clone()
+    if masks == "greedy":
+        torch.testing.assert_close(after, greedy_only)
+    else:  # both passes update them
+        assert not torch.allclose(after, greedy_only)
+    assert bn.momentum == 0.1
 
 
 def test_greedy_classifier_masks_need_a_training_classifier() -> None:
+    with pytest.raises(ValueError, match="classifier_masks"):
+        _pd("ft1", classifier_masks="grredy")
+    with pytest.raises(ValueError, match="policy_samples"):
+        _pd("pt", policy_samples=0)
     m = _pd("ft1", channels_last=False).model.eval()
     hr, y = torch.rand(2, 3, 32, 32), torch.randint(0, 10, (2,))
     with pytest.raises(ValueError, match="train mode"):
@@ -815,23 +830,31 @@ def test_k_samples_per_image_against_one_greedy_baseline() -> None:
     x, lr = m.normalize(hr), F.avg_pool2d(hr, 4)
     k = 3
     u = torch.rand(k * 5, 16)
+    with torch.no_grad():
+        equal = (m.policy_probs(lr) <= 0.5).float()  # u = 1 - greedy draws exactly the greedy action
+    u[[0, 5, 10]] = equal[0]  # image 0: every sample equals its greedy action (no baseline pass needed)
+    u[1] = equal[1]  # image 1: sample 0 only
     loss, logs = m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u, samples=k)
     probs = m.policy_probs(lr)
     bounded = 0.8 * probs + 0.2 * (1 - probs)
     greedy = (probs > 0.5).float()
     with torch.no_grad():
         r_greedy = rl.reward(greedy, m.hr_classifier(x * G.patch_mask(greedy, 32, 32, 4)).argmax(-1) == y, 0.5)
-    terms, s_sum = [], 0.0
+    terms, s_sum, n_same = [], 0.0, 0
     for j in range(k):
         a = (u[j * 5:(j + 1) * 5] < bounded).float()
+        n_same += int((a == greedy).all(1).sum())
         with torch.no_grad():
             r = rl.reward(a, m.hr_classifier(x * G.patch_mask(a, 32, 32, 4)).argmax(-1) == y, 0.5)
         adv = torch.where((a == greedy).all(1), torch.zeros_like(r), r - r_greedy)
         logpi = (a * bounded.log() + (1 - a) * (1 - bounded).log()).sum(1)
         terms.append(-(adv * logpi))
         s_sum += float(a.sum(1).mean())
+    assert n_same == 4  # the forced rows
     want = torch.cat(terms).mean()
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logs["reward_greedy"], r_greedy.mean())
+    assert float(logs["advantage_nonzero"]) <= (k * 5 - 4) / (k * 5)
     torch.testing.assert_close(torch.autograd.grad(loss, list(m.policy.parameters()))[0],
                                torch.autograd.grad(want, list(m.policy.parameters()))[0], rtol=1e-4, atol=1e-7)
     assert float(logs["hr_patches"]) == pytest.approx(s_sum / k, rel=1e-6)
@@ -839,7 +862,15 @@ def test_k_samples_per_image_against_one_greedy_baseline() -> None:
     torch.testing.assert_close(one, terms[0].mean(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="3 sample"):
         m.reinforce_step(x, lr, y, lr_logits=None, alpha=0.8, sigma=0.5, train_classifier=False, uniform=u[:5], samples=k)
-    task = _pd("pt", sample_seed=2)
-    u2 = task.action_uniforms(4, samples=2)
-    g = torch.Generator().manual_seed(2 * 1_000_003)
-    torch.testing.assert_close(u2, torch.rand(2, 4, 16, generator=g).reshape(8, 16))
+    # sample_seed with K samples: rank r of W gets rows r, r + W, ... of every sample's global draw,
+    # so two ranks of 2 images hold exactly one process's 4 images, sample by sample
+    from types import SimpleNamespace
+
+    one = _pd("pt", sample_seed=2).action_uniforms(4, samples=2).view(2, 4, 16)
+    ranks = []
+    for rank in (0, 1):
+        task = _pd("pt", sample_seed=2)
+        task._trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        ranks.append(task.action_uniforms(2, samples=2).view(2, 2, 16))
+    torch.testing.assert_close(ranks[0], one[:, 0::2])
+    torch.testing.assert_close(ranks[1], one[:, 1::2])

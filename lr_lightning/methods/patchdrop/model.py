@@ -18,7 +18,8 @@ checkpoints written before the model existed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -38,6 +39,22 @@ ClassifierMasks = Literal["sampled", "greedy", "both"]
 NETWORKS: tuple[str, ...] = ("policy", "hr_classifier", "lr_classifier")
 #: the model's attribute name in the task, i.e. the prefix of its keys in a task checkpoint
 MODEL_PREFIX = "model."
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Inside the block, batch-norm layers of ``module`` in train mode still normalise with the
+    batch's statistics but do not update their running statistics (momentum 0)."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(layers, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 def canonical_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -242,9 +259,11 @@ class PatchDropModel(nn.Module):
         ``classifier_masks`` (Ft only): which masks the classifier's cross-entropy is computed on.
         ``sampled`` (the paper, Alg. 1: the exploratory masks of the policy gradient), ``greedy``
         (the test-time masks ``s > 0.5``, so the classifier learns the input distribution it is
-        tested on, as a fixed-mask baseline does; the greedy pass is computed anyway for the
-        baseline reward, so this costs nothing) or ``both`` (the mean of the two losses). Not in
-        the paper; the reward of both passes is unchanged.
+        tested on, as a fixed-mask baseline does: its weights get the greedy masks' gradient and
+        its batch-norm running statistics only the greedy batches, the sampled pass leaving them
+        untouched; the greedy pass is computed anyway for the baseline reward, so this costs
+        nothing) or ``both`` (the mean of the two losses). Not in the paper; the reward of both
+        passes is unchanged.
 
         ``samples`` (K): actions sampled per image, each scored against the image's one greedy
         baseline; Eq. 9's loss is the mean over the ``K B`` samples (an unbiased estimate of the
@@ -283,7 +302,10 @@ class PatchDropModel(nn.Module):
         if samples > 1:
             x_k, y_k = x.repeat(samples, 1, 1, 1), y.repeat(samples)
             lr_logits_k = None if lr_logits is None else lr_logits.repeat(samples, 1)
-        with torch.set_grad_enabled(ce_sampled):
+        # with the cross-entropy on the greedy masks only, the sampled pass must not move the
+        # batch-norm running statistics either: the test-time statistics then come from greedy masks
+        keep_stats = frozen_bn_statistics(self.hr_classifier) if ce_greedy and not ce_sampled else contextlib.nullcontext()
+        with torch.set_grad_enabled(ce_sampled), keep_stats:
             logp = self.log_probs(self.hr_logits(x_k, actions), actions, lr_logits_k)
         correct = logp.detach().argmax(-1) == y_k
         same = (actions == greedy.repeat(samples, 1)).all(dim=1)

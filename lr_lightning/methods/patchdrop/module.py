@@ -181,6 +181,8 @@ class PatchDrop(BaseTask):
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
         if policy_samples < 1:
             raise ValueError(f"policy_samples must be >= 1, got {policy_samples}")
+        if classifier_masks not in ("sampled", "greedy", "both"):
+            raise ValueError(f"classifier_masks must be 'sampled', 'greedy' or 'both', got {classifier_masks!r}")
         if stage == "pt" and policy_kind not in ("learned", "saliency"):
             raise ValueError(
                 f"policy_kind={policy_kind!r} has nothing to train at stage 'pt' (the classifier is frozen); "
