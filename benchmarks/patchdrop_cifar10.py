@@ -97,7 +97,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3}),
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
-          "ft1_checks", "adapted", "predictability"]
+          "ft1_checks", "adapted", "predictability", "adapted_sigmas"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -861,6 +861,25 @@ def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
             "ft1": ft, "ft1_baselines": base, "ft1_vs_fixed": ft_vs}
 
 
+def stage_adapted_sigmas(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """The other operating points on the random-patch classifier: Pt (seed 0, the claim learning
+    rate) at every other sigma of ``pt_sigmas``, each against Fixed-H / Fixed-V on the same
+    classifier interpolated at its test S (the claim sigma lands below S = 6 there)."""
+    p, a = r.p, results["stages"]["adapted"]
+    cfg = results["stages"]["pt_seeds"]["config"]
+    rp_w = a["classifier"]["weights"]
+    out = []
+    for sigma in p["pt_sigmas"]:
+        if sigma == cfg["sigma"]:
+            continue
+        q = run_pt(r, results, {**cfg, "sigma": sigma}, p["seeds"][0], hr=rp_w, prefix="rp_")
+        vs = {RULE_LABEL[rule]: round(q["acc"] - interpolate_at([(c["S"], c["acc"]) for c in a["frozen"]["random_patches"]["test"][rule]], q["S"]), 2)
+              for rule in ("fixed_h", "fixed_v")}
+        out.append({**{k: q[k] for k in ("name", "sigma", "seed", "val_reward", "val_S", "val_acc", "S", "acc", "train_s", "weights")},
+                    "minus_fixed_same_S": vs})
+    return {"runs": out}
+
+
 def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     """Does the LR image tell which patches the classifier needs? For each HR classifier (the
     HR-CNN; the random-patch one of ``adapted``), K candidate masks of S patches (Fixed-H,
@@ -961,6 +980,8 @@ def top_level(results: dict[str, Any]) -> dict[str, Any]:
             sv = int(ceil_key[len("ceil_S"):])
             rows.append({"method": label, "stage": "Pt", "S": float(sv), "acc": a["frozen"]["random_patches"]["test"][rule][sv]["acc"], "seed": 0,
                          "operating_point": "ceil", **rp})
+        rows += [{"method": "PatchDrop", "stage": "Pt", "S": q["S"], "acc": q["acc"], "seed": q["seed"], "sigma": q["sigma"], **rp}
+                 for q in st.get("adapted_sigmas", {}).get("runs", [])]
         rows.append({"method": "PatchDrop", "stage": "Ft-1", "S": a["ft1"]["S"], "acc": a["ft1"]["acc"], "seed": 0, **rp})
         rows += [{"method": q["method"], "stage": "Ft-1", "S": float(q["S"]), "acc": q["acc"], "seed": 0, "operating_point": "ceil", **rp}
                  for q in a["ft1_baselines"]]
@@ -1119,6 +1140,10 @@ def markdown(results: dict[str, Any]) -> str:
                                       "PatchDrop minus": round(a["ft1_vs_fixed"][f"{q['method']}@{q['S']}"]["diff"], 2),
                                       "McNemar p": f"{a['ft1_vs_fixed'][q['method'] + '@' + str(q['S'])]['p']:.2g}"} for q in a["ft1_baselines"]],
                                     ["method", "S", "val_acc", "acc", "PatchDrop minus", "McNemar p", "train_s"]))
+    if "adapted_sigmas" in st:
+        lines.append("Pt on the random-patch classifier at the other sigmas (seed 0), minus the fixed masks at the same S:\n")
+        lines.append(markdown_table([{**q, "minus_fixed_same_S": str(q["minus_fixed_same_S"])} for q in st["adapted_sigmas"]["runs"]],
+                                    ["name", "sigma", "val_reward", "val_S", "val_acc", "S", "acc", "minus_fixed_same_S", "train_s"]))
     if "predictability" in st:
         lines.append("## Predictability: an LR-image network trained with full supervision to pick, per image, one of K masks the classifier gets right\n")
         lines.append(markdown_table([{"classifier": k, **{kk: v[kk] for kk in ("S", "K", "best_single", "best_single_test_acc", "predicted_test_acc",
