@@ -455,15 +455,9 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
     PatchDrop's mean validation S (seed 0), the best baseline at the ceil with all seeds."""
     p, c = r.p, results["stages"]["classifiers"]
     hr_w = c["hr"]["weights"]
-    config = "cifar10_ft1.yaml" if stage == "ft1" else "cifar10_ft2.yaml"
-    epochs = p["ft1_epochs"] if stage == "ft1" else p["ft2_epochs"]
     lr_w = c["lr"]["weights"] if stage == "ft2" else None
-    lr_stream = [f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
     prev = {q["seed"]: q for q in (results["stages"]["pt_seeds"]["runs"] if stage == "ft1" else results["stages"]["ft1"]["patchdrop"])}
-    pt_cfg = results["stages"]["pt_seeds"]["config"]
-    policy_lr = pt_cfg["lr"]
-    explore = [f"--model.init_args.{k}={v}" for k, v in pt_cfg.get("explore", {}).items()]
-    bound = pt_cfg.get("explore", {}).get("logit_bound")
+    bound = results["stages"]["pt_seeds"]["config"].get("explore", {}).get("logit_bound")
 
     def run_pd(seed: int, sigma: float) -> dict[str, Any]:
         name = f"{stage}_sigma{sigma:g}_seed{seed}"
@@ -471,15 +465,7 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
             g = greedy_eval(load_model(hr=hr_w, stage=rec["weights"], lr=lr_w, logit_bound=bound), r)
             print(f"[{name}] recorded before, re-evaluated: test acc {g['acc']:.2f} (recorded {rec['acc']:.2f})", flush=True)
             return {**rec, "correct": g["correct"]}
-        init = compose_init(r, name, hr_w=hr_w, stage_w=prev[seed]["weights"])
-        run = r.fit(name, config, epochs, [f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
-                                           f"--model.init_args.optim.learning_rate={policy_lr}", *explore, *ft_args(r, sigma), *lr_stream],
-                    seed=seed, test=False)
-        w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
-        g = greedy_eval(load_model(hr=hr_w, stage=w, lr=lr_w, logit_bound=bound), r)
-        print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
-        out = {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
-               "val_reward": round(run["best_val"], 4), **g}
+        out = fit_patchdrop_ft(r, results, name, stage=stage, hr_w=hr_w, start_w=prev[seed]["weights"], seed=seed, sigma=sigma, lr_w=lr_w)
         record(r, results, stage, out)
         return out
 
@@ -509,22 +495,8 @@ def stage_ft(r: Runner, results: dict[str, Any], stage: str) -> dict[str, Any]:
         pt_start = stn[str(seed)]["weights"] if rule == "top_s" else None
         ft1_start = results["stages"]["ft1"]["baseline_weights"].get(f"{kind}_seed{seed}") if stage == "ft2" else None
         # Ft-2 continues the rule's own Ft-1 run (at Ft-1's ceil S) when there is one for this seed, else starts as at Ft-1
-        start = compose_init(r, name, hr_w=hr_w, stage_w=ft1_start or pt_start)
-        extra = [f"--model.init_args.policy={RESNET8_POLICY}"] if rule == "top_s" else []
-        lr_args = [f"--model.init_args.lr_classifier={RESNET32}", *lr_stream] if stage == "ft2" else []
-        run = r.fit(name, "cifar10_baseline_ft1.yaml", epochs, [
-            f"--model.init_args.policy_kind={kind}", f"--model.init_args.stage={stage}", f"--model.init_args.num_kept={s}",
-            f"--model.init_args.init_checkpoint={start}", f"--model.init_args.hr_checkpoint={REPO / hr_w}", *extra, *lr_args,
-            *ft_args(r, sigma)], seed=seed, test=False)
-        prefixes = ("model.hr_classifier.", "model.policy.") if rule == "top_s" else ("model.hr_classifier.",)
-        w = save_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=True)
-        model = load_model(hr=hr_w, stage=w, lr=lr_w)
-        val = curve(model, "val", r, rule, [s], seed=seed)[0]
-        test = curve(model, "test", r, rule, [s], seed=seed)[0]
-        print(f"[{name}] val acc {val['acc']:.2f}, test acc {test['acc']:.2f}", flush=True)
-        out = {"method": RULE_LABEL[rule], "S": s, "seed": seed, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
-               "start": "Ft-1 run" if ft1_start else "Pt start", "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2),
-               "correct": test["correct"]}
+        out = {**fit_baseline_ft(r, name, rule, s, stage=stage, hr_w=hr_w, start_w=ft1_start or pt_start, seed=seed, sigma=sigma, lr_w=lr_w),
+               "start": "Ft-1 run" if ft1_start else "Pt start"}
         record(r, results, stage, out)
         return out
 
@@ -741,38 +713,49 @@ def stage_table4(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- checks of the Ft-1 gap and of a mask-adapted classifier (seed 0 unless said) ----------------------
-def fit_ft1_patchdrop(r: Runner, results: dict[str, Any], name: str, *, hr_w: str, pt_w: str, extra: list[str]) -> dict[str, Any]:
-    """A PatchDrop Ft-1 run from the Pt weights ``pt_w`` on the classifier ``hr_w`` (the Ft-1
-    stage's sigma, epochs and classifier learning rate unless ``extra`` overrides them), greedy
-    point on val / test."""
+def fit_patchdrop_ft(r: Runner, results: dict[str, Any], name: str, *, stage: str, hr_w: str, start_w: str, seed: int, sigma: float,
+                     lr_w: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One PatchDrop fine-tuning run (``stage`` ft1 / ft2) from the previous stage's weights
+    ``start_w`` on the HR classifier ``hr_w`` (+ the LR stream ``lr_w`` at Ft-2), with the Pt claim
+    setting's policy learning rate and exploration; ``extra`` CLI overrides come last. Returns its
+    greedy point on val / test (with the per-image test correctness)."""
     cfg = results["stages"]["pt_seeds"]["config"]
     explore = [f"--model.init_args.{k}={v}" for k, v in cfg.get("explore", {}).items()]
     bound = cfg.get("explore", {}).get("logit_bound")
-    init = compose_init(r, name, hr_w=hr_w, stage_w=pt_w)
-    run = r.fit(name, "cifar10_ft1.yaml", r.p["ft1_epochs"], [
+    lr_stream = [f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
+    epochs = r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"]
+    init = compose_init(r, name, hr_w=hr_w, stage_w=start_w)
+    run = r.fit(name, f"cifar10_{stage}.yaml", epochs, [
         f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
-        f"--model.init_args.optim.learning_rate={cfg['lr']}", *explore, *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra],
-        seed=0, test=False)
+        f"--model.init_args.optim.learning_rate={cfg['lr']}", *explore, *ft_args(r, sigma), *lr_stream, *extra], seed=seed, test=False)
     w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.policy.", "model.policy_updates", "model.hr_classifier."), half=True)
-    g = greedy_eval(load_model(hr=hr_w, stage=w, logit_bound=bound), r)
+    g = greedy_eval(load_model(hr=hr_w, stage=w, lr=lr_w, logit_bound=bound), r)
     print(f"[{name}] val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}, test S {g['S']:.2f}, test acc {g['acc']:.2f}", flush=True)
-    return {"name": name, "method": "PatchDrop", "weights": w, "train_s": run["train_s"], "extra": extra, **g}
+    return {"seed": seed, "sigma": sigma, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
+            "val_reward": round(run["best_val"], 4), **g}
 
 
-def fit_ft1_fixed(r: Runner, results: dict[str, Any], name: str, rule: str, s: int, *, hr_w: str, extra: list[str]) -> dict[str, Any]:
-    """A fixed-mask baseline fine-tuned on its own masks at S = ``s`` from ``hr_w`` (as in the Ft-1 stage)."""
-    if rule not in ("fixed_h", "fixed_v", "stochastic"):
-        raise ValueError(f"the Ft-1 checks fine-tune fixed / stochastic rules only, not {rule!r} (STN needs its Pt saliency net)")
-    init = compose_init(r, name, hr_w=hr_w, stage_w=None)
-    run = r.fit(name, "cifar10_baseline_ft1.yaml", r.p["ft1_epochs"], [
-        f"--model.init_args.policy_kind={rule}", "--model.init_args.stage=ft1", f"--model.init_args.num_kept={s}",
-        f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
-        *ft_args(r, results["stages"]["ft1"]["sigma"]), *extra], seed=0, test=False)
-    w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("model.hr_classifier.",), half=True)
-    model = load_model(hr=hr_w, stage=w)
-    val, test = curve(model, "val", r, rule, [s])[0], curve(model, "test", r, rule, [s])[0]
+def fit_baseline_ft(r: Runner, name: str, rule: str, s: int, *, stage: str, hr_w: str, start_w: str | None, seed: int, sigma: float,
+                    lr_w: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One baseline fine-tuned on its own masks at S = ``s`` (``stage`` ft1 / ft2) from ``start_w``
+    (the STN's Pt saliency net, or a previous fine-tuning; ``None``: the classifier ``hr_w``);
+    ``extra`` CLI overrides come last. Returns its validation and test accuracy (with the
+    per-image test correctness)."""
+    kind = {"top_s": "saliency"}.get(rule, rule)
+    epochs = r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"]
+    start = compose_init(r, name, hr_w=hr_w, stage_w=start_w)
+    policy = [f"--model.init_args.policy={RESNET8_POLICY}"] if rule == "top_s" else []
+    lr_args = [f"--model.init_args.lr_classifier={RESNET32}", f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
+    run = r.fit(name, "cifar10_baseline_ft1.yaml", epochs, [
+        f"--model.init_args.policy_kind={kind}", f"--model.init_args.stage={stage}", f"--model.init_args.num_kept={s}",
+        f"--model.init_args.init_checkpoint={start}", f"--model.init_args.hr_checkpoint={REPO / hr_w}", *policy, *lr_args,
+        *ft_args(r, sigma), *extra], seed=seed, test=False)
+    prefixes = ("model.hr_classifier.", "model.policy.") if rule == "top_s" else ("model.hr_classifier.",)
+    w = save_weights(run["checkpoint"], weights_path(r.profile, name), prefixes, half=True)
+    model = load_model(hr=hr_w, stage=w, lr=lr_w)
+    val, test = curve(model, "val", r, rule, [s], seed=seed)[0], curve(model, "test", r, rule, [s], seed=seed)[0]
     print(f"[{name}] val acc {val['acc']:.2f}, test acc {test['acc']:.2f}", flush=True)
-    return {"name": name, "method": RULE_LABEL[rule], "S": s, "weights": w, "train_s": run["train_s"], "extra": extra,
+    return {"method": RULE_LABEL[rule], "S": s, "seed": seed, "name": name, "weights": w, "train_s": run["train_s"], "epochs": epochs,
             "val_acc": round(val["acc"], 2), "acc": round(test["acc"], 2), "correct": test["correct"]}
 
 
@@ -792,16 +775,23 @@ def stage_ft1_checks(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
                 "S": seed0_pd["S"], "acc": seed0_pd["acc"], "run": seed0_pd["name"] + " (Ft-1 stage)"},
                {"arm": ft1["best_baseline"], "classifier_lr": p["classifier_lr"], "val_S": ceil_s, "val_acc": seed0_base["val_acc"],
                 "S": ceil_s, "acc": seed0_base["acc"], "run": seed0_base["name"] + " (Ft-1 stage)"}]
+    sd, sigma = p["seeds"][0], ft1["sigma"]
+    stn_start = results["stages"]["stn_pt"]["runs"][str(sd)]["weights"] if best_rule == "top_s" else None
+
+    def patchdrop(name: str, extra: tuple[str, ...]) -> dict[str, Any]:
+        return fit_patchdrop_ft(r, results, name, stage="ft1", hr_w=hr_w, start_w=pt_w, seed=sd, sigma=sigma, extra=extra)
+
     for clr in p["check_classifier_lrs"]:
-        group = [f"--model.init_args.optim.group_learning_rates={{hr_classifier: {clr}}}"]
-        q = fit_ft1_patchdrop(r, results, f"check_ft1_clr{clr:g}_seed0", hr_w=hr_w, pt_w=pt_w, extra=group)
+        group = (f"--model.init_args.optim.group_learning_rates={{hr_classifier: {clr}}}",)
+        q = patchdrop(f"check_ft1_clr{clr:g}_seed0", group)
         lr_rows.append({"arm": "PatchDrop", "classifier_lr": clr, **{k: q[k] for k in ("val_S", "val_acc", "S", "acc")}, "run": q["name"]})
-        b = fit_ft1_fixed(r, results, f"check_ft1_{best_rule}_S{ceil_s}_clr{clr:g}_seed0", best_rule, ceil_s, hr_w=hr_w, extra=group)
+        b = fit_baseline_ft(r, f"check_ft1_{best_rule}_S{ceil_s}_clr{clr:g}_seed0", best_rule, ceil_s, stage="ft1", hr_w=hr_w,
+                            start_w=stn_start, seed=sd, sigma=sigma, extra=group)
         lr_rows.append({"arm": b["method"], "classifier_lr": clr, "val_S": ceil_s, "val_acc": b["val_acc"], "S": ceil_s, "acc": b["acc"], "run": b["name"]})
     # per arm the best validation accuracy; PatchDrop's rate only among runs at validation S <= the baseline's S
     chosen = {arm: max((q for q in lr_rows if q["arm"] == arm and q["val_S"] <= ceil_s), key=lambda q: q["val_acc"])
               for arm in ("PatchDrop", ft1["best_baseline"])}
-    greedy = fit_ft1_patchdrop(r, results, "check_ft1_greedy_masks_seed0", hr_w=hr_w, pt_w=pt_w, extra=["--model.init_args.classifier_masks=greedy"])
+    greedy = patchdrop("check_ft1_greedy_masks_seed0", ("--model.init_args.classifier_masks=greedy",))
     greedy.pop("correct")
     return {"seed": p["seeds"][0], "classifier_lr_rows": lr_rows,
             "chosen_classifier_lr": {arm: q["classifier_lr"] for arm, q in chosen.items()},
@@ -847,9 +837,11 @@ def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     pt_k_vs = {RULE_LABEL[rule]: round(pt_k["acc"] - interpolate_at([(q["S"], q["acc"]) for q in frozen["random_patches"]["test"][rule]], pt_k["S"]), 2)
                for rule in ("fixed_h", "fixed_v")}
     # Ft-1, seed 0, on the adapted classifier
-    ft = fit_ft1_patchdrop(r, results, "rp_ft1_seed0", hr_w=rp_w, pt_w=pt[0]["weights"], extra=[])
+    sd, sigma = p["seeds"][0], results["stages"]["ft1"]["sigma"]
+    ft = fit_patchdrop_ft(r, results, "rp_ft1_seed0", stage="ft1", hr_w=rp_w, start_w=pt[0]["weights"], seed=sd, sigma=sigma)
     ft_ceil = min(16, int(-(-ft["val_S"] // 1)))
-    base = [fit_ft1_fixed(r, results, f"rp_ft1_{rule}_S{ft_ceil}_seed0", rule, ft_ceil, hr_w=rp_w, extra=[]) for rule in ("fixed_h", "fixed_v")]
+    base = [fit_baseline_ft(r, f"rp_ft1_{rule}_S{ft_ceil}_seed0", rule, ft_ceil, stage="ft1", hr_w=rp_w, start_w=None, seed=sd, sigma=sigma)
+            for rule in ("fixed_h", "fixed_v")]
     ft_vs = {q["method"] + f"@{ft_ceil}": mcnemar(ft["correct"].numpy(), q["correct"].numpy()) for q in base}
     ft.pop("correct")
     for q in base:
