@@ -329,8 +329,9 @@ def cfg_name(cfg: dict[str, Any]) -> str:
 
 
 def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int, *, hr: str | None = None, prefix: str = "",
-           extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One Pt run of ``cfg`` on the HR-CNN (or on the classifier ``hr``), greedy point on val / test."""
+           extra: tuple[str, ...] = (), keep_correct: bool = False) -> dict[str, Any]:
+    """One Pt run of ``cfg`` on the HR-CNN (or on the classifier ``hr``), greedy point on val / test
+    (``keep_correct``: with the per-image test correctness, for paired tests in the same stage)."""
     name = f"{prefix}{cfg_name(cfg)}_seed{seed}"
     args = [*pt_args(r, results, cfg), *([f"--model.init_args.hr_checkpoint={REPO / hr}"] if hr else []), *extra]  # the last hr_checkpoint wins
     hr = hr or results["stages"]["classifiers"]["hr"]["weights"]
@@ -339,7 +340,8 @@ def run_pt(r: Runner, results: dict[str, Any], cfg: dict[str, Any], seed: int, *
     bound = cfg.get("explore", {}).get("logit_bound")
     model = load_model(hr=hr, stage=w, logit_bound=bound)
     g = greedy_eval(model, r)
-    g.pop("correct")
+    if not keep_correct:
+        g.pop("correct")
     print(f"[{name}] val reward {run['best_val']:.4f}, val S {g['val_S']:.2f}, val acc {g['val_acc']:.2f}", flush=True)
     return {**cfg, "seed": seed, "name": name, "weights": w, "logit_bound": bound, "val_reward": round(run["best_val"], 4),
             "train_s": run["train_s"], "epochs": run["epochs"], **g}
@@ -820,10 +822,10 @@ def stage_adapted(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
         frozen[tag] = {split: {rule: points(curve(model, split, r, rule, levels)) for rule in ("fixed_h", "fixed_v")} for split in ("val", "test")}
     rp_model = load_model(hr=rp_w)
     cfg = results["stages"]["pt_seeds"]["config"]
-    pt = [run_pt(r, results, cfg, sd, hr=rp_w, prefix="rp_") for sd in p["seeds"]]
+    pt = [run_pt(r, results, cfg, sd, hr=rp_w, prefix="rp_", keep_correct=True) for sd in p["seeds"]]
     k = p["check_policy_samples"]
     pt_k = run_pt(r, results, cfg, p["seeds"][0], hr=rp_w, prefix=f"rp_k{k}_", extra=(f"--model.init_args.policy_samples={k}",))
-    pd_correct = [greedy_eval(load_model(hr=rp_w, stage=q["weights"], logit_bound=q.get("logit_bound")), r)["correct"] for q in pt]
+    pd_correct = [q.pop("correct") for q in pt]
     s_val = sum(q["val_S"] for q in pt) / len(pt)
     ceil_s = min(16, int(-(-s_val // 1)))
     vs = {}
