@@ -81,7 +81,7 @@ CFG = REPO / "configs" / "patchdrop"
 WEIGHTS = RESULTS / "patchdrop_weights"
 _SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.1, 0.25, 0.5], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
               stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9],
-              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4, predict_epochs=15)
+              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4, predict_epochs=15, longer_ft1_epochs=[10, 20])
 PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
                     ft_batch=256, ft_sigmas=[0.5, 2.0], classifier_lr=1e-4, bag_epochs=15, bag_pt_epochs=15, bag_ft1_epochs=5,
@@ -94,10 +94,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(hr_epochs=1, lr_epochs=1, stn_epochs=1, pt_epochs=1, pt_batch=64, ft1_epochs=1, ft2_epochs=1, ft_batch=64,
                   ft_sigmas=[0.5], classifier_lr=1e-4, bag_epochs=1, bag_pt_epochs=1, bag_ft1_epochs=1, hp_epochs=1, hp_lr=0.1,
                   rp_epochs=1, limit_train=3, limit_eval=2,
-                  **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3}),
+                  **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3, "longer_ft1_epochs": [2]}),
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
-          "ft1_checks", "adapted", "predictability", "adapted_sigmas"]
+          "ft1_checks", "adapted", "predictability", "adapted_sigmas", "ft1_longer"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -716,16 +716,17 @@ def stage_table4(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
 
 # -- checks of the Ft-1 gap and of a mask-adapted classifier (seed 0 unless said) ----------------------
 def fit_patchdrop_ft(r: Runner, results: dict[str, Any], name: str, *, stage: str, hr_w: str, start_w: str, seed: int, sigma: float,
-                     lr_w: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+                     lr_w: str | None = None, extra: tuple[str, ...] = (), epochs: int | None = None) -> dict[str, Any]:
     """One PatchDrop fine-tuning run (``stage`` ft1 / ft2) from the previous stage's weights
     ``start_w`` on the HR classifier ``hr_w`` (+ the LR stream ``lr_w`` at Ft-2), with the Pt claim
-    setting's policy learning rate and exploration; ``extra`` CLI overrides come last. Returns its
-    greedy point on val / test (with the per-image test correctness)."""
+    setting's policy learning rate and exploration; ``extra`` CLI overrides come last; ``epochs``
+    (default: the profile's for the stage). Returns its greedy point on val / test (with the
+    per-image test correctness)."""
     cfg = results["stages"]["pt_seeds"]["config"]
     explore = [f"--model.init_args.{k}={v}" for k, v in cfg.get("explore", {}).items()]
     bound = cfg.get("explore", {}).get("logit_bound")
     lr_stream = [f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
-    epochs = r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"]
+    epochs = epochs or (r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"])
     init = compose_init(r, name, hr_w=hr_w, stage_w=start_w)
     run = r.fit(name, f"cifar10_{stage}.yaml", epochs, [
         f"--model.init_args.init_checkpoint={init}", f"--model.init_args.hr_checkpoint={REPO / hr_w}",
@@ -738,13 +739,13 @@ def fit_patchdrop_ft(r: Runner, results: dict[str, Any], name: str, *, stage: st
 
 
 def fit_baseline_ft(r: Runner, name: str, rule: str, s: int, *, stage: str, hr_w: str, start_w: str | None, seed: int, sigma: float,
-                    lr_w: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+                    lr_w: str | None = None, extra: tuple[str, ...] = (), epochs: int | None = None) -> dict[str, Any]:
     """One baseline fine-tuned on its own masks at S = ``s`` (``stage`` ft1 / ft2) from ``start_w``
     (the STN's Pt saliency net, or a previous fine-tuning; ``None``: the classifier ``hr_w``);
-    ``extra`` CLI overrides come last. Returns its validation and test accuracy (with the
-    per-image test correctness)."""
+    ``extra`` CLI overrides come last; ``epochs`` (default: the profile's for the stage). Returns
+    its validation and test accuracy (with the per-image test correctness)."""
     kind = {"top_s": "saliency"}.get(rule, rule)
-    epochs = r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"]
+    epochs = epochs or (r.p["ft1_epochs"] if stage == "ft1" else r.p["ft2_epochs"])
     start = compose_init(r, name, hr_w=hr_w, stage_w=start_w)
     policy = [f"--model.init_args.policy={RESNET8_POLICY}"] if rule == "top_s" else []
     lr_args = [f"--model.init_args.lr_classifier={RESNET32}", f"--model.init_args.lr_checkpoint={REPO / lr_w}"] if lr_w else []
@@ -874,6 +875,57 @@ def stage_adapted_sigmas(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     return {"runs": out}
 
 
+def stage_ft1_longer(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Is the Ft-1 gap a matter of the fine-tuning budget? Seed 0, Ft-1 for each of
+    ``longer_ft1_epochs``: PatchDrop from its Pt policy (the Ft-1 stage's sigma and classifier
+    rate) and the Ft-1 stage's best baseline fine-tuned at the floor and the ceil of PatchDrop's
+    validation S, the same epochs; PatchDrop minus the baseline interpolated at PatchDrop's test S,
+    and McNemar against the ceil. The ``ft1_epochs`` point is the Ft-1 stage's own seed-0 runs."""
+    p, ft1 = r.p, results["stages"]["ft1"]
+    hr_w = results["stages"]["classifiers"]["hr"]["weights"]
+    sd, sigma = p["seeds"][0], ft1["sigma"]
+    pt_w = next(q for q in results["stages"]["pt_seeds"]["runs"] if q["seed"] == sd)["weights"]
+    best_rule = next(k for k, v in RULE_LABEL.items() if v == ft1["best_baseline"])
+    stn_start = results["stages"]["stn_pt"]["runs"][str(sd)]["weights"] if best_rule == "top_s" else None
+    keys = ("name", "epochs", "val_S", "val_acc", "S", "acc", "train_s")
+    bound = results["stages"]["pt_seeds"]["config"].get("explore", {}).get("logit_bound")
+
+    def point(epochs: int, pd: dict[str, Any], base: list[dict[str, Any]], ceil_test: dict[str, Any] | None) -> dict[str, Any]:
+        at = interpolate_at([(float(q["S"]), q["acc"]) for q in base], pd["S"])
+        return {"epochs": epochs, "patchdrop": {k: pd[k] for k in keys if k in pd},
+                "baselines": [{k: q[k] for k in ("method", "S", "name", "val_acc", "acc", "train_s") if k in q} for q in base],
+                "baseline_at_patchdrop_S": round(at, 2), "patchdrop_minus_baseline_same_S": round(pd["acc"] - at, 2),
+                "vs_ceil_mcnemar": ceil_test}
+
+    pd0 = next(q for q in ft1["patchdrop"] if q["seed"] == sd)
+    base0 = [q for q in ft1["baselines"] if q["method"] == ft1["best_baseline"] and q["seed"] == sd]
+    out = [point(p["ft1_epochs"], {**pd0, "epochs": p["ft1_epochs"]}, base0, None)]
+
+    def fitted(name: str, fit: Any, evaluate: Any) -> dict[str, Any]:
+        if rec := recorded(results, "ft1_longer", name):  # a run of an unfinished stage, from its committed weights
+            return {**rec, "correct": evaluate(rec)}
+        q = fit()
+        record(r, results, "ft1_longer", q)
+        return q
+
+    for epochs in p["longer_ft1_epochs"]:
+        pd = fitted(f"longer_ft1_e{epochs}_seed{sd}",
+                    lambda e=epochs: fit_patchdrop_ft(r, results, f"longer_ft1_e{e}_seed{sd}", stage="ft1", hr_w=hr_w, start_w=pt_w,
+                                                      seed=sd, sigma=sigma, epochs=e),
+                    lambda rec: greedy_eval(load_model(hr=hr_w, stage=rec["weights"], logit_bound=bound), r)["correct"])
+        levels = sorted({int(pd["val_S"] // 1), min(16, int(-(-pd["val_S"] // 1)))})
+        base = [fitted(f"longer_ft1_{best_rule}_S{s}_e{epochs}_seed{sd}",
+                       lambda s=s, e=epochs: fit_baseline_ft(r, f"longer_ft1_{best_rule}_S{s}_e{e}_seed{sd}", best_rule, s, stage="ft1",
+                                                             hr_w=hr_w, start_w=stn_start, seed=sd, sigma=sigma, epochs=e),
+                       lambda rec, s=s: baseline_correct(load_model(hr=hr_w, stage=rec["weights"]), r, best_rule, s, sd))
+                for s in levels]
+        test = mcnemar(pd["correct"].numpy(), base[-1]["correct"].numpy())
+        out.append(point(epochs, pd, base, {"S": base[-1]["S"], **test}))
+        print(f"[ft1_longer e{epochs}] PatchDrop {pd['acc']:.2f} at S {pd['S']:.2f}; {ft1['best_baseline']} at the same S "
+              f"{out[-1]['baseline_at_patchdrop_S']:.2f} (difference {out[-1]['patchdrop_minus_baseline_same_S']:+.2f})", flush=True)
+    return {"seed": sd, "sigma": sigma, "baseline": ft1["best_baseline"], "points": out}
+
+
 def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     """Does the LR image tell which patches the classifier needs? For each HR classifier (the
     HR-CNN; the random-patch one of ``adapted``), K candidate masks of S patches (Fixed-H,
@@ -979,6 +1031,12 @@ def top_level(results: dict[str, Any]) -> dict[str, Any]:
         rows.append({"method": "PatchDrop", "stage": "Ft-1", "S": a["ft1"]["S"], "acc": a["ft1"]["acc"], "seed": 0, **rp})
         rows += [{"method": q["method"], "stage": "Ft-1", "S": float(q["S"]), "acc": q["acc"], "seed": 0, "operating_point": "ceil", **rp}
                  for q in a["ft1_baselines"]]
+    for q in st.get("ft1_longer", {}).get("points", [])[1:]:  # the first point is the Ft-1 stage's own seed-0 runs
+        tag = {"ft_epochs": q["epochs"], "check": "ft1_longer"}
+        rows.append({"method": "PatchDrop", "stage": "Ft-1", "S": q["patchdrop"]["S"], "acc": q["patchdrop"]["acc"], "seed": st["ft1_longer"]["seed"],
+                     "sigma": st["ft1_longer"]["sigma"], **tag})
+        rows += [{"method": b["method"], "stage": "Ft-1", "S": float(b["S"]), "acc": b["acc"], "seed": st["ft1_longer"]["seed"],
+                  "operating_point": "ceil" if b is q["baselines"][-1] else "floor", **tag} for b in q["baselines"]]
     for row in rows:
         row.setdefault("hr_classifier", "hr_cnn")
     out["claim_check"] = claim_check(results)
@@ -1146,6 +1204,19 @@ def markdown(results: dict[str, Any]) -> str:
                                       "McNemar p": f"{v['predicted_minus_best_single']['p']:.2g}"} for k, v in st["predictability"].items()],
                                     ["classifier", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "predicted - best single",
                                      "McNemar p", "oracle_test_acc"]))
+    if "ft1_longer" in st:
+        fl = st["ft1_longer"]
+        lines.append(f"## Ft-1 for longer (seed {fl['seed']}, sigma {fl['sigma']:g}): PatchDrop against {fl['baseline']} fine-tuned for the same "
+                     "epochs at the floor and ceil of PatchDrop's validation S, interpolated at PatchDrop's test S\n")
+        lines.append(markdown_table([{"epochs": q["epochs"], "PatchDrop S": q["patchdrop"]["S"], "PatchDrop acc": q["patchdrop"]["acc"],
+                                      "baseline (S: acc)": ", ".join(f"{b['S']}: {b['acc']}" for b in q["baselines"]),
+                                      "baseline at PatchDrop's S": q["baseline_at_patchdrop_S"],
+                                      "PatchDrop minus": q["patchdrop_minus_baseline_same_S"],
+                                      "McNemar vs ceil": "" if q["vs_ceil_mcnemar"] is None else
+                                      f"{q['vs_ceil_mcnemar']['diff']:+.2f} (S {q['vs_ceil_mcnemar']['S']}), p {q['vs_ceil_mcnemar']['p']:.2g}",
+                                      "PatchDrop train_s": q["patchdrop"].get("train_s")} for q in fl["points"]],
+                                    ["epochs", "PatchDrop S", "PatchDrop acc", "baseline (S: acc)", "baseline at PatchDrop's S", "PatchDrop minus",
+                                     "McNemar vs ceil", "PatchDrop train_s"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:
