@@ -81,7 +81,8 @@ CFG = REPO / "configs" / "patchdrop"
 WEIGHTS = RESULTS / "patchdrop_weights"
 _SWEEP = dict(pt_lrs=[3e-4, 1e-3], pt_sigmas=[0.1, 0.25, 0.5], explore=[{"logit_bound": 3.0}, {"entropy_weight": 0.01}],
               stn_s=8, oracle_s=[4, 6, 8], oracle_k=16, seeds=[0, 1, 2], s_range=[6, 9],
-              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4, predict_epochs=15, longer_ft1_epochs=[10, 20])
+              check_classifier_lrs=[3e-4, 1e-3], check_policy_samples=4, predict_epochs=15, longer_ft1_epochs=[10, 20],
+              gap_levels=list(range(3, 14)))
 PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(hr_epochs=30, lr_epochs=5, stn_epochs=8, pt_epochs=15, pt_batch=256, ft1_epochs=5, ft2_epochs=3,
                     ft_batch=256, ft_sigmas=[0.5, 2.0], classifier_lr=1e-4, bag_epochs=15, bag_pt_epochs=15, bag_ft1_epochs=5,
@@ -97,7 +98,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                   **{**_SWEEP, "pt_lrs": [1e-3], "pt_sigmas": [0.5, 1.0], "explore": [{"logit_bound": 3.0}], "oracle_k": 3, "longer_ft1_epochs": [2]}),
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
-          "ft1_checks", "adapted", "predictability", "adapted_sigmas", "ft1_longer"]
+          "ft1_checks", "adapted", "predictability", "adapted_sigmas", "ft1_longer",
+          "reward_generalisation"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -989,6 +991,45 @@ def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_reward_generalisation(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Do the Pt rewards generalise? Pt learns from rewards on the training images, on which the
+    frozen HR classifier was itself trained, so it may be right there under masks that fail on
+    unseen images. For each frozen classifier (the HR-CNN; the random-patch one of ``adapted``)
+    and each split (train without augmentation, validation, test): the full-image accuracy, the
+    Fixed-H / Fixed-V curves at S = ``gap_levels``, and each Pt claim-setting policy (3 seeds) at
+    its greedy action: accuracy, mean S and its margin over each fixed mask interpolated at the
+    policy's S on the same split. A margin much larger on train than on test says the policy
+    learnt where this classifier memorised its training images rather than where the image
+    content is. Evaluation only (no training)."""
+    p, st = r.p, results["stages"]
+    levels = p["gap_levels"]
+    bound = st["pt_seeds"]["config"].get("explore", {}).get("logit_bound")
+    arms = {"hr_cnn": (st["classifiers"]["hr"]["weights"], [q["weights"] for q in st["pt_seeds"]["runs"]])}
+    if "adapted" in st:
+        arms["random_patches"] = (st["adapted"]["classifier"]["weights"], [q["weights"] for q in st["adapted"]["pt"]])
+    out: dict[str, Any] = {}
+    for tag, (hw, policies) in arms.items():
+        dense = load_model(hr=hw)
+        splits: dict[str, Any] = {}
+        for split in ("train", "val", "test"):
+            full = curve(dense, split, r, "fixed_h", [16])[0]["acc"]
+            fixed = {RULE_LABEL[rule]: points(curve(dense, split, r, rule, levels)) for rule in ("fixed_h", "fixed_v")}
+            pols = []
+            for w in policies:
+                g = curve(load_model(hr=hw, stage=w, logit_bound=bound), split, r, "threshold", [0.5])[0]
+                s, acc = round(g["mean_S"], 3), round(g["acc"], 2)
+                pols.append({"weights": w, "S": s, "acc": acc,
+                             "minus_fixed_same_S": {m: round(acc - interpolate_at([(c["S"], c["acc"]) for c in fc], s), 2) for m, fc in fixed.items()}})
+            splits[split] = {"full_image_acc": round(full, 2), "fixed": fixed, "policies": pols,
+                             "patchdrop_acc": mean_ci([q["acc"] for q in pols]), "patchdrop_S": mean_ci([q["S"] for q in pols]),
+                             "minus_fixed_same_S": {m: mean_ci([q["minus_fixed_same_S"][m] for q in pols]) for m in fixed}}
+            print(f"[reward_generalisation {tag} {split}] full {full:.2f}, PatchDrop {splits[split]['patchdrop_acc']['mean']:.2f} at S "
+                  f"{splits[split]['patchdrop_S']['mean']:.2f}, minus Fixed-H {splits[split]['minus_fixed_same_S']['Fixed-H']['mean']:+.2f}, "
+                  f"minus Fixed-V {splits[split]['minus_fixed_same_S']['Fixed-V']['mean']:+.2f}", flush=True)
+        out[tag] = splits
+    return out
+
+
 # -- output ------------------------------------------------------------------------------------------
 def top_level(results: dict[str, Any]) -> dict[str, Any]:
     """The fields the issue names: ``rows`` (one per method, stage, operating point and seed)
@@ -1217,6 +1258,19 @@ def markdown(results: dict[str, Any]) -> str:
                                       "PatchDrop train_s": q["patchdrop"].get("train_s")} for q in fl["points"]],
                                     ["epochs", "PatchDrop S", "PatchDrop acc", "baseline (S: acc)", "baseline at PatchDrop's S", "PatchDrop minus",
                                      "McNemar vs ceil", "PatchDrop train_s"]))
+    if "reward_generalisation" in st:
+        lines.append("## Do the Pt rewards generalise? Frozen classifiers and the Pt claim-setting policies (3 seeds) on the training images "
+                     "(no augmentation), validation and test; PatchDrop minus the fixed masks interpolated at its S on the same split\n")
+        rows = []
+        for tag, splits in st["reward_generalisation"].items():
+            for split, v in splits.items():
+                fixed_at = {m: {c["S"]: c["acc"] for c in fc} for m, fc in v["fixed"].items()}
+                rows.append({"classifier": tag, "split": split, "full image": v["full_image_acc"],
+                             "Fixed-H S6 / S9": f"{fixed_at['Fixed-H'].get(6, '')} / {fixed_at['Fixed-H'].get(9, '')}",
+                             "PatchDrop S": ci(v["patchdrop_S"]), "PatchDrop acc": ci(v["patchdrop_acc"]),
+                             "minus Fixed-H": ci(v["minus_fixed_same_S"]["Fixed-H"]), "minus Fixed-V": ci(v["minus_fixed_same_S"]["Fixed-V"])})
+        lines.append(markdown_table(rows, ["classifier", "split", "full image", "Fixed-H S6 / S9", "PatchDrop S", "PatchDrop acc",
+                                           "minus Fixed-H", "minus Fixed-V"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:
