@@ -99,7 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
           "ft1_checks", "adapted", "predictability", "adapted_sigmas", "ft1_longer",
-          "reward_generalisation"]
+          "reward_generalisation", "predictability_input"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -939,55 +939,88 @@ def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     LR-conditioned choice among those masks learned from far better feedback than REINFORCE's
     (the outcome of every mask for every image). Compared with the best single mask (chosen on
     validation) and the per-image oracle, on test (McNemar, paired)."""
-    p = r.p
+    return {tag: mask_picker(r, tag, hw, s_val, 4) for tag, (hw, s_val) in predictability_arms(results).items()}
+
+
+def stage_predictability_input(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Is the 8x8 input the limit? The ``predictability`` picker again, with the same candidate
+    masks, targets and training, given a sharper view of the image: the 16x16 image (nearest x2,
+    the paper's policy input for larger images is likewise a few times smaller than the HR one)
+    and the 32x32 HR image itself (an upper bound for any input: which mask works, predicted
+    from everything the classifier sees). If even the HR image does not predict which mask the
+    classifier gets right, no LR resolution will."""
+    return {f"{tag}_x{factor}": mask_picker(r, tag, hw, s_val, factor)
+            for tag, (hw, s_val) in predictability_arms(results).items() for factor in (2, 1)}
+
+
+def predictability_arms(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """The HR classifiers of the predictability stages and PatchDrop's Pt validation S on each."""
     st = results["stages"]
     arms = {"hr_cnn": (st["classifiers"]["hr"]["weights"], st["pt_eval"]["claim"]["val_S"])}
     if "adapted" in st:
         arms["random_patches"] = (st["adapted"]["classifier"]["weights"], st["adapted"]["pt_val_S"])
-    out: dict[str, Any] = {}
-    for tag, (hw, s_val) in arms.items():
-        s = int(round(s_val))
-        model = load_model(hr=hw)
-        cands = [("fixed_h", 0), ("fixed_v", 0)] + [("random", k) for k in range(p["oracle_k"])]
-        correct = {split: torch.stack([curve(model, split, r, rule, [s], seed=sd)[0]["correct"] for rule, sd in cands], 1)
-                   for split in ("train", "val", "test")}
-        lr = {split: torch.cat([b[1] for b in eval_batches(split, p["limit_eval"])]) for split in ("train", "val", "test")}
-        torch.manual_seed(0)
-        net = CifarResNet(8, len(cands))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        mean, std = model.mean, model.std
-        best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
-        history = []
-        for _ in range(p["predict_epochs"]):
-            net.train()
-            order = torch.randperm(len(lr["train"]))
-            for i in range(0, len(order), 256):
-                idx = order[i:i + 256]
-                logits = net((lr["train"][idx] - mean) / std).float()
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, correct["train"][idx].float())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            net.eval()
-            with torch.no_grad():
-                pick = {split: net((lr[split] - mean) / std).argmax(1) for split in ("val", "test")}
-            chosen = {split: correct[split].gather(1, pick[split][:, None]).squeeze(1) for split in ("val", "test")}
-            val_acc = float(chosen["val"].double().mean() * 100)
-            history.append(round(val_acc, 2))
-            if val_acc > best[0]:  # the epoch is chosen on validation
-                best = (val_acc, chosen)
-        single_val = correct["val"].double().mean(0) * 100
-        j = int(single_val.argmax())
-        name = [f"{rule}{sd if rule == 'random' else ''}" for rule, sd in cands]
-        pred_test = best[1]["test"]
-        out[tag] = {"S": s, "K": len(cands), "candidates": name, "best_single": name[j], "best_single_val_acc": round(float(single_val[j]), 2),
-                    "best_single_test_acc": round(float(correct["test"][:, j].double().mean() * 100), 2),
-                    "predicted_val_acc": round(best[0], 2), "predicted_test_acc": round(float(pred_test.double().mean() * 100), 2),
-                    "oracle_val_acc": round(oracle_accuracy(list(correct["val"].T)), 2), "oracle_test_acc": round(oracle_accuracy(list(correct["test"].T)), 2),
-                    "train_mask_acc": [round(float(v), 2) for v in correct["train"].double().mean(0) * 100],
-                    "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy())}
-        print(f"[predictability {tag}] S={s}: best single {name[j]} test {out[tag]['best_single_test_acc']}, predicted "
-              f"{out[tag]['predicted_test_acc']}, oracle {out[tag]['oracle_test_acc']}", flush=True)
+    return arms
+
+
+_MASK_CORRECT: dict[tuple[str, int, int | None], dict[str, torch.Tensor]] = {}
+
+
+def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict[str, Any]:
+    """One picker of the predictability stages: the candidate masks' per-image correctness
+    (cached per classifier and S), a ResNet8 trained on the image downsampled by ``factor``
+    (nearest; 4 = the benchmark's LR image, 1 = the HR image) to predict it, the epoch chosen on
+    validation, and its one mask per test image against the best single mask and the oracle."""
+    p = r.p
+    s = int(round(s_val))
+    model = load_model(hr=hw)
+    cands = [("fixed_h", 0), ("fixed_v", 0)] + [("random", k) for k in range(p["oracle_k"])]
+    key = (hw, s, p["limit_eval"])
+    if key not in _MASK_CORRECT:
+        _MASK_CORRECT[key] = {split: torch.stack([curve(model, split, r, rule, [s], seed=sd)[0]["correct"] for rule, sd in cands], 1)
+                              for split in ("train", "val", "test")}
+    correct = _MASK_CORRECT[key]
+    if factor == 4:  # the benchmark's LR image (nearest x4), as the policy sees it
+        inp = {split: torch.cat([b[1] for b in eval_batches(split, p["limit_eval"])]) for split in ("train", "val", "test")}
+    else:
+        down = Degradation("nearest", factor) if factor > 1 else (lambda x: x)
+        inp = {split: torch.cat([down(b[0]) for b in eval_batches(split, p["limit_eval"])]) for split in ("train", "val", "test")}
+    torch.manual_seed(0)
+    net = CifarResNet(8, len(cands))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    mean, std = model.mean, model.std
+    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    history = []
+    for _ in range(p["predict_epochs"]):
+        net.train()
+        order = torch.randperm(len(inp["train"]))
+        for i in range(0, len(order), 256):
+            idx = order[i:i + 256]
+            logits = net((inp["train"][idx] - mean) / std).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, correct["train"][idx].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            pick = {split: torch.cat([net((x - mean) / std).argmax(1) for x in inp[split].split(1000)]) for split in ("val", "test")}
+        chosen = {split: correct[split].gather(1, pick[split][:, None]).squeeze(1) for split in ("val", "test")}
+        val_acc = float(chosen["val"].double().mean() * 100)
+        history.append(round(val_acc, 2))
+        if val_acc > best[0]:  # the epoch is chosen on validation
+            best = (val_acc, chosen)
+    single_val = correct["val"].double().mean(0) * 100
+    j = int(single_val.argmax())
+    name = [f"{rule}{sd if rule == 'random' else ''}" for rule, sd in cands]
+    pred_test = best[1]["test"]
+    out = {"S": s, "K": len(cands), "input_px": int(inp["test"].shape[-1]), "candidates": name, "best_single": name[j],
+           "best_single_val_acc": round(float(single_val[j]), 2),
+           "best_single_test_acc": round(float(correct["test"][:, j].double().mean() * 100), 2),
+           "predicted_val_acc": round(best[0], 2), "predicted_test_acc": round(float(pred_test.double().mean() * 100), 2),
+           "oracle_val_acc": round(oracle_accuracy(list(correct["val"].T)), 2), "oracle_test_acc": round(oracle_accuracy(list(correct["test"].T)), 2),
+           "train_mask_acc": [round(float(v), 2) for v in correct["train"].double().mean(0) * 100],
+           "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy())}
+    print(f"[predictability {tag} x{factor}] S={s}: best single {name[j]} test {out['best_single_test_acc']}, predicted "
+          f"{out['predicted_test_acc']}, oracle {out['oracle_test_acc']}", flush=True)
     return out
 
 
@@ -1245,6 +1278,16 @@ def markdown(results: dict[str, Any]) -> str:
                                       "McNemar p": f"{v['predicted_minus_best_single']['p']:.2g}"} for k, v in st["predictability"].items()],
                                     ["classifier", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "predicted - best single",
                                      "McNemar p", "oracle_test_acc"]))
+    if "predictability_input" in st:
+        lines.append("## Predictability from a sharper input: the same picker, targets and masks, given the 16x16 image or the 32x32 HR image\n")
+        rows = [{"classifier": k.rsplit("_x", 1)[0], "input": f"{v['input_px']}x{v['input_px']}",
+                 **{kk: v[kk] for kk in ("S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "oracle_test_acc")},
+                 "predicted - best single": round(v["predicted_minus_best_single"]["diff"], 2),
+                 "McNemar p": f"{v['predicted_minus_best_single']['p']:.2g}"}
+                for k, v in ({f"{t}_x4": {**v, "input_px": 8} for t, v in st.get("predictability", {}).items()} | st["predictability_input"]).items()]
+        lines.append(markdown_table(sorted(rows, key=lambda q: (q["classifier"], int(q["input"].split("x")[0]))),
+                                    ["classifier", "input", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc",
+                                     "predicted - best single", "McNemar p", "oracle_test_acc"]))
     if "ft1_longer" in st:
         fl = st["ft1_longer"]
         lines.append(f"## Ft-1 for longer (seed {fl['seed']}, sigma {fl['sigma']:g}): PatchDrop against {fl['baseline']} fine-tuned for the same "
@@ -1309,8 +1352,11 @@ def claim_markdown(title: str, acc: dict[str, Any], s: dict[str, Any], baselines
 
 
 def figure(name: str, results: dict[str, Any]) -> str | None:
-    """Accuracy vs mean S: the frozen-classifier curves and PatchDrop's Pt points (left), the
-    fine-tuned points of Ft-1 / Ft-2 (right); HR-CNN and LR-CNN as horizontal lines."""
+    """Accuracy vs mean S, test split: (a) the frozen HR-CNN under each rule and PatchDrop's Pt
+    points; (b) the same for the HR classifier fine-tuned with random patch dropping (stages
+    ``adapted`` / ``adapted_sigmas``); (c) the fine-tuned points of Ft-1 / Ft-2 and of the longer
+    Ft-1 runs (``ft1_longer``, seed 0), on their own accuracy axis. HR-CNN and LR-CNN as
+    horizontal lines."""
     st = results["stages"]
     if "curves_pt" not in st:
         return None
@@ -1319,7 +1365,7 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
     tc = test_curves(results) if "stn_pt" in st else st["curves_pt"]["test"]
     for rule, label in RULE_LABEL.items():
         if rule not in tc:
@@ -1328,7 +1374,7 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
         cvs = list(v.values()) if isinstance(v, dict) else [v]
         xs = [sum(cv[i]["S"] for cv in cvs) / len(cvs) for i in range(17)]
         ys = [sum(cv[i]["acc"] for cv in cvs) / len(cvs) for i in range(17)]
-        axes[0].plot(xs, ys, marker=".", label=label)
+        axes[0].plot(xs, ys, marker=".", label=label, color=f"C{list(RULE_LABEL).index(rule)}")
     if "pt_eval" in st:
         for q in st["pt_eval"]["points"]:
             thr = q["threshold_curve"]
@@ -1341,13 +1387,38 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
                         label="PatchDrop, other settings of the sweep (seed 0)")
         axes[0].scatter([q["S"] for q in mine], [q["acc"] for q in mine], color="k", marker="*", s=120, zorder=6,
                         label=f"PatchDrop sigma {claim['config']['sigma']:g}, one star per seed")
+    if "adapted" in st:
+        a = st["adapted"]
+        for j, (tag, ls) in enumerate((("random_patches", "-"), ("hr_cnn", ":"))):
+            for rule in ("fixed_h", "fixed_v"):
+                c = a["frozen"][tag]["test"][rule]
+                axes[1].plot([q["S"] for q in c], [q["acc"] for q in c], ls=ls, marker="." if j == 0 else None,
+                             color=f"C{list(RULE_LABEL).index(rule)}", alpha=1.0 if j == 0 else 0.6,
+                             label=f"{RULE_LABEL[rule]}, {'random-patch classifier' if j == 0 else 'HR-CNN'}")
+        axes[1].scatter([q["S"] for q in a["pt"]], [q["acc"] for q in a["pt"]], color="k", marker="*", s=120, zorder=6,
+                        label="PatchDrop Pt on it, claim setting, one star per seed")
+        extra = st.get("adapted_sigmas", {}).get("runs", []) + [a["pt_samples"]]
+        axes[1].scatter([q["S"] for q in extra], [q["acc"] for q in extra], color="k", marker="x", zorder=5,
+                        label="PatchDrop Pt on it: sigma 0.25 / 0.5, K = 4 samples (seed 0)")
+        axes[1].scatter([a["ft1"]["S"]], [a["ft1"]["acc"]], color="k", marker="o", zorder=5, label="PatchDrop Ft-1 on it (seed 0)")
+        for q in a["ft1_baselines"]:
+            axes[1].scatter([q["S"]], [q["acc"]], color=f"C{[v for v in RULE_LABEL.values()].index(q['method'])}", marker="o", zorder=5)
+        axes[1].legend(fontsize=7)
     colours = {"PatchDrop": "k", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
     for key, marker in (("ft1", "o"), ("ft2", "s")):
         if key in st:
             f = st[key]
             for q in f["patchdrop"] + f["baselines"]:
                 m = q.get("method", "PatchDrop")
-                axes[1].scatter([q["S"]], [q["acc"]], color=colours[m], marker=marker, alpha=0.8)
+                axes[2].scatter([q["S"]], [q["acc"]], color=colours[m], marker=marker, alpha=0.8)
+    if "ft1_longer" in st:
+        for q in st["ft1_longer"]["points"][1:]:
+            axes[2].scatter([q["patchdrop"]["S"]], [q["patchdrop"]["acc"]], color="k", marker="^")
+            axes[2].annotate(f"{q['epochs']} ep", (q["patchdrop"]["S"], q["patchdrop"]["acc"]), fontsize=7, xytext=(3, -9),
+                             textcoords="offset points")
+            for b in q["baselines"]:
+                axes[2].scatter([b["S"]], [b["acc"]], color=colours[b["method"]], marker="^")
+                axes[2].annotate(f"{q['epochs']} ep", (b["S"], b["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for ax in axes:
         if "classifiers" in st:
             ax.axhline(st["classifiers"]["hr"]["acc"], color="grey", ls="--", lw=1)
@@ -1355,14 +1426,15 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
         ax.set_xlabel("mean number of HR patches S (of 16)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
-    axes[0].set_title("Pt: frozen HR classifier (-- HR-CNN, : LR-CNN)")
-    axes[1].set_title("Ft-1 (o) / Ft-2 (s), classifier fine-tuned per method")
+    axes[0].set_title("(a) Pt: frozen HR-CNN (-- HR-CNN, : LR-CNN)", fontsize=10)
+    axes[1].set_title("(b) Pt: frozen random-patch classifier", fontsize=10)
+    axes[2].set_title("(c) fine-tuned: Ft-1 (o), Ft-2 (s), Ft-1 10 / 20 epochs (^)", fontsize=10)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="") for c in colours.values()]
-    axes[1].legend(handles, list(colours), fontsize=8)
+    axes[2].legend(handles, list(colours), fontsize=8, loc="lower left")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = RESULTS / f"{name}_frontier.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return os.path.relpath(path, REPO)
 
