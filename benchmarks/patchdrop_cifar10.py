@@ -99,7 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 STAGES = ["classifiers", "curves_pt", "stn_pt", "pt_sweep", "pt_seeds", "pt_eval", "ft1", "ft2", "timing", "table3", "table4",
           "ft1_checks", "adapted", "predictability", "adapted_sigmas", "ft1_longer",
-          "reward_generalisation", "predictability_input"]
+          "reward_generalisation", "predictability_input", "table4_longer"]
 RULE_LABEL = {"fixed_h": "Fixed-H", "fixed_v": "Fixed-V", "stochastic": "Stochastic", "top_s": "STN"}
 RESNET32 = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 32, "num_classes": 10}})
 RESNET8_POLICY = json.dumps({"class_path": "lr_lightning.nn.CifarResNet", "init_args": {"depth": 8, "num_classes": 16}})
@@ -1063,6 +1063,39 @@ def stage_reward_generalisation(r: Runner, results: dict[str, Any]) -> dict[str,
     return out
 
 
+def stage_table4_longer(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
+    """Is Table 4's ordering (no augmentation ahead of CutOut and hard positives after
+    ``hp_epochs``) a matter of the short budget? CutOut and hard positives trained from scratch
+    for ``hr_epochs`` (seed 0), the HR-CNN's recipe and budget: the no-augmentation arm *is* the
+    HR-CNN (same ResNet32, SGD 0.1 + cosine, crop + flip, batch 128, bf16, seed 0), not trained
+    again. One seed: McNemar on the same test images, no interval over seeds."""
+    p, st = r.p, results["stages"]
+    hr_w = st["classifiers"]["hr"]["weights"]
+    policy_w = st["ft1"]["patchdrop"][0]["weights"]  # Table 4's policy: PatchDrop Ft-1, seed 0
+    sd, epochs = p["seeds"][0], p["hr_epochs"]
+    none_correct = curve(load_model(hr=hr_w), "test", r, "fixed_h", [16])[0]["correct"]
+    out: dict[str, Any] = {"epochs": epochs, "seed": sd, "none": {"weights": hr_w, "acc": round(float(none_correct.double().mean() * 100), 2),
+                                                                 "best_val_acc": round(100 * st["classifiers"]["hr"]["best_val"], 2)}}
+    correct = {"none": none_correct}
+    for aug in ("cutout", "hard_positive"):
+        name = f"table4_{aug}_e{epochs}_seed{sd}"
+        if not (rec := recorded(results, "table4_longer", name)):
+            run = r.fit(name, "cifar10_hard_positive.yaml", epochs, [
+                f"--model.init_args.augment={aug}", f"--model.init_args.policy_checkpoint={REPO / policy_w}",
+                f"--model.init_args.optim.learning_rate={p['hp_lr']}"], seed=sd, test=False)
+            w = save_weights(run["checkpoint"], weights_path(r.profile, name), ("net.",), half=True)
+            rec = {"name": name, "weights": w, "best_val_acc": round(100 * run["best_val"], 2), "train_s": run["train_s"], "epochs": epochs}
+            record(r, results, "table4_longer", rec)
+        correct[aug] = curve(load_model(hr=rec["weights"]), "test", r, "fixed_h", [16])[0]["correct"]
+        out[aug] = {**rec, "acc": round(float(correct[aug].double().mean() * 100), 2)}
+        print(f"[table4_longer {aug}] {epochs} epochs: test {out[aug]['acc']:.2f} % (no augmentation, the HR-CNN: {out['none']['acc']:.2f} %)",
+              flush=True)
+    out["hard_positive_minus_cutout"] = mcnemar(correct["hard_positive"].numpy(), correct["cutout"].numpy())
+    out["hard_positive_minus_none"] = mcnemar(correct["hard_positive"].numpy(), correct["none"].numpy())
+    out["cutout_minus_none"] = mcnemar(correct["cutout"].numpy(), correct["none"].numpy())
+    return out
+
+
 # -- output ------------------------------------------------------------------------------------------
 def top_level(results: dict[str, Any]) -> dict[str, Any]:
     """The fields the issue names: ``rows`` (one per method, stage, operating point and seed)
@@ -1336,6 +1369,13 @@ def markdown(results: dict[str, Any]) -> str:
         for k in ("hard_positive_minus_cutout", "hard_positive_minus_none"):
             lines.append(f"- {k}: {ci(t4[k]['diff'])} points, McNemar p " + ", ".join(f"{t['p']:.2g}" for t in t4[k]["mcnemar"]))
         lines.append("")
+        if "table4_longer" in st:
+            tl = st["table4_longer"]
+            lines.append(f"Longer (seed {tl['seed']}, {tl['epochs']} epochs, the HR-CNN's recipe; the no-augmentation arm is the HR-CNN itself): "
+                         f"No Augment. {tl['none']['acc']:.2f} %, CutOut {tl['cutout']['acc']:.2f} %, PatchDrop {tl['hard_positive']['acc']:.2f} %\n")
+            for k in ("hard_positive_minus_cutout", "hard_positive_minus_none", "cutout_minus_none"):
+                lines.append(f"- {k}: {tl[k]['diff']:+.2f} points, McNemar p {tl[k]['p']:.2g}")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
