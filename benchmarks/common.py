@@ -120,18 +120,20 @@ def add_stage_arguments(ap: Any, stages: list[str]) -> None:
 
 def resumable_results(path: Path, fresh: dict[str, Any], *, resume: bool, redo: str) -> dict[str, Any]:
     """The results dict of a staged benchmark: ``fresh`` plus, with ``resume``, the finished
-    ``stages`` / ``stage_wall_s`` of the JSON at ``path`` when it has the same profile, and the
-    finished runs of unfinished stages (``partial``, for benchmarks that record them); the
+    ``stages`` / ``stage_wall_s`` of the JSON at ``path`` when it has the same profile, the
+    finished runs of unfinished stages (``partial``, for benchmarks that record them) and the
+    machine each stage ran on (``stage_environment``, for those that record it); the
     comma-separated stages in ``redo`` are dropped so they run again."""
     results = dict(fresh)
     if resume and path.is_file():
         old = json.loads(path.read_text())
         if old.get("profile") == fresh.get("profile"):
-            results.update({k: old[k] for k in ("stages", "stage_wall_s", "partial") if k in old})
+            results.update({k: old[k] for k in ("stages", "stage_wall_s", "partial", "stage_environment") if k in old})
     for stage in (s for s in redo.split(",") if s):
         results["stages"].pop(stage, None)
         results["stage_wall_s"].pop(stage, None)
         results.get("partial", {}).pop(stage, None)
+        results.get("stage_environment", {}).pop(stage, None)
     return results
 
 

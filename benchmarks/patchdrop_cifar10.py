@@ -61,6 +61,7 @@ from benchmarks.common import (  # noqa: E402
     add_stage_arguments,
     cache_cifar_loading,
     cli_run_args,
+    environment,
     markdown_table,
     mcnemar,
     mean_ci,
@@ -939,18 +940,30 @@ def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     LR-conditioned choice among those masks learned from far better feedback than REINFORCE's
     (the outcome of every mask for every image). Compared with the best single mask (chosen on
     validation) and the per-image oracle, on test (McNemar, paired)."""
-    return {tag: mask_picker(r, tag, hw, s_val, 4) for tag, (hw, s_val) in predictability_arms(results).items()}
+    out = {tag: mask_picker(r, tag, hw, s_val, 4) for tag, (hw, s_val) in predictability_arms(results).items()}
+    for q in out.values():
+        q.pop("predicted_test_correct")
+    return out
 
 
 def stage_predictability_input(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     """Is the 8x8 input the limit? The ``predictability`` picker again, with the same candidate
-    masks, targets and training, given a sharper view of the image: the 16x16 image (nearest x2,
-    the paper's policy input for larger images is likewise a few times smaller than the HR one)
-    and the 32x32 HR image itself (an upper bound for any input: which mask works, predicted
-    from everything the classifier sees). If even the HR image does not predict which mask the
-    classifier gets right, no LR resolution will."""
-    return {f"{tag}_x{factor}": mask_picker(r, tag, hw, s_val, factor)
-            for tag, (hw, s_val) in predictability_arms(results).items() for factor in (2, 1)}
+    masks, targets and training, given the 8x8 LR image (``x4``, the policy's input, again in
+    this run so that all inputs share one set of targets), the 16x16 image (nearest x2) and the
+    32x32 HR image itself (``x1``: which mask works, predicted from everything the classifier
+    sees); each sharper input is compared with the 8x8 picker on the same test images
+    (McNemar). If even the HR image does not predict which mask the classifier gets right, no LR
+    resolution will. One picker seed per input."""
+    out: dict[str, Any] = {}
+    for tag, (hw, s_val) in predictability_arms(results).items():
+        picks = {}
+        for factor in (4, 2, 1):
+            q = mask_picker(r, tag, hw, s_val, factor)
+            picks[factor] = q.pop("predicted_test_correct")
+            if factor != 4:
+                q["minus_x4_picker"] = mcnemar(picks[factor].numpy(), picks[4].numpy())
+            out[f"{tag}_x{factor}"] = q
+    return out
 
 
 def predictability_arms(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
@@ -962,7 +975,7 @@ def predictability_arms(results: dict[str, Any]) -> dict[str, tuple[str, float]]
     return arms
 
 
-_MASK_CORRECT: dict[tuple[str, int, int | None], dict[str, torch.Tensor]] = {}
+_MASK_CORRECT: dict[tuple[str, int, int | None, int], dict[str, torch.Tensor]] = {}
 
 
 def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict[str, Any]:
@@ -974,7 +987,7 @@ def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict
     s = int(round(s_val))
     model = load_model(hr=hw)
     cands = [("fixed_h", 0), ("fixed_v", 0)] + [("random", k) for k in range(p["oracle_k"])]
-    key = (hw, s, p["limit_eval"])
+    key = (hw, s, p["limit_eval"], p["oracle_k"])
     if key not in _MASK_CORRECT:
         _MASK_CORRECT[key] = {split: torch.stack([curve(model, split, r, rule, [s], seed=sd)[0]["correct"] for rule, sd in cands], 1)
                               for split in ("train", "val", "test")}
@@ -1018,7 +1031,8 @@ def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict
            "predicted_val_acc": round(best[0], 2), "predicted_test_acc": round(float(pred_test.double().mean() * 100), 2),
            "oracle_val_acc": round(oracle_accuracy(list(correct["val"].T)), 2), "oracle_test_acc": round(oracle_accuracy(list(correct["test"].T)), 2),
            "train_mask_acc": [round(float(v), 2) for v in correct["train"].double().mean(0) * 100],
-           "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy())}
+           "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy()),
+           "predicted_test_correct": pred_test}
     print(f"[predictability {tag} x{factor}] S={s}: best single {name[j]} test {out['best_single_test_acc']}, predicted "
           f"{out['predicted_test_acc']}, oracle {out['oracle_test_acc']}", flush=True)
     return out
@@ -1066,9 +1080,13 @@ def stage_reward_generalisation(r: Runner, results: dict[str, Any]) -> dict[str,
 def stage_table4_longer(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     """Is Table 4's ordering (no augmentation ahead of CutOut and hard positives after
     ``hp_epochs``) a matter of the short budget? CutOut and hard positives trained from scratch
-    for ``hr_epochs`` (seed 0), the HR-CNN's recipe and budget: the no-augmentation arm *is* the
-    HR-CNN (same ResNet32, SGD 0.1 + cosine, crop + flip, batch 128, bf16, seed 0), not trained
-    again. One seed: McNemar on the same test images, no interval over seeds."""
+    for ``hr_epochs`` (seed 0), the HR-CNN's hyper-parameters and budget: the no-augmentation arm
+    *is* the HR-CNN (same ResNet32, SGD 0.1 + cosine, crop + flip, batch 128, bf16, seed 0, best
+    epoch on validation), not trained again; it was trained by an earlier code version (before
+    the resumable sampler) on another machine, so its data order is not the one a seed-0 run
+    draws today, and its weights are fp32 where the new arms' are stored in fp16. One seed:
+    McNemar on the same test images measures test-sampling noise only, not the seed-to-seed
+    spread (several points at 10 epochs)."""
     p, st = r.p, results["stages"]
     hr_w = st["classifiers"]["hr"]["weights"]
     policy_w = st["ft1"]["patchdrop"][0]["weights"]  # Table 4's policy: PatchDrop Ft-1, seed 0
@@ -1312,15 +1330,17 @@ def markdown(results: dict[str, Any]) -> str:
                                     ["classifier", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "predicted - best single",
                                      "McNemar p", "oracle_test_acc"]))
     if "predictability_input" in st:
-        lines.append("## Predictability from a sharper input: the same picker, targets and masks, given the 16x16 image or the 32x32 HR image\n")
+        pi = st["predictability_input"]
+        lines.append("## Predictability from a sharper input: the same picker, targets and masks, given the 8x8 LR image, the 16x16 image "
+                     "or the 32x32 HR image (one picker seed each)\n")
         rows = [{"classifier": k.rsplit("_x", 1)[0], "input": f"{v['input_px']}x{v['input_px']}",
                  **{kk: v[kk] for kk in ("S", "K", "best_single", "best_single_test_acc", "predicted_test_acc", "oracle_test_acc")},
-                 "predicted - best single": round(v["predicted_minus_best_single"]["diff"], 2),
-                 "McNemar p": f"{v['predicted_minus_best_single']['p']:.2g}"}
-                for k, v in ({f"{t}_x4": {**v, "input_px": 8} for t, v in st.get("predictability", {}).items()} | st["predictability_input"]).items()]
+                 "predicted - best single": f"{v['predicted_minus_best_single']['diff']:+.2f} (p {v['predicted_minus_best_single']['p']:.2g})",
+                 "minus the 8x8 picker": "" if "minus_x4_picker" not in v else
+                 f"{v['minus_x4_picker']['diff']:+.2f} (p {v['minus_x4_picker']['p']:.2g})"} for k, v in pi.items()]
         lines.append(markdown_table(sorted(rows, key=lambda q: (q["classifier"], int(q["input"].split("x")[0]))),
                                     ["classifier", "input", "S", "K", "best_single", "best_single_test_acc", "predicted_test_acc",
-                                     "predicted - best single", "McNemar p", "oracle_test_acc"]))
+                                     "predicted - best single", "minus the 8x8 picker", "oracle_test_acc"]))
     if "ft1_longer" in st:
         fl = st["ft1_longer"]
         lines.append(f"## Ft-1 for longer (seed {fl['seed']}, sigma {fl['sigma']:g}): PatchDrop against {fl['baseline']} fine-tuned for the same "
@@ -1347,6 +1367,18 @@ def markdown(results: dict[str, Any]) -> str:
                              "minus Fixed-H": ci(v["minus_fixed_same_S"]["Fixed-H"]), "minus Fixed-V": ci(v["minus_fixed_same_S"]["Fixed-V"])})
         lines.append(markdown_table(rows, ["classifier", "split", "full image", "Fixed-H S6 / S9", "PatchDrop S", "PatchDrop acc",
                                            "minus Fixed-H", "minus Fixed-V"]))
+        lines.append("The same policies' margin on the training images minus their margin on val / test, paired per seed "
+                     "(mean ± 95 % CI over seeds):\n")
+        rows = []
+        for tag, splits in st["reward_generalisation"].items():
+            for m in ("Fixed-H", "Fixed-V"):
+                train = [q["minus_fixed_same_S"][m] for q in splits["train"]["policies"]]
+                row = {"classifier": tag, "vs": m}
+                for other in ("val", "test"):
+                    row[f"train minus {other}"] = ci(mean_ci([a - b for a, b in zip(train, [q["minus_fixed_same_S"][m] for q in splits[other]["policies"]],
+                                                                                     strict=True)]))
+                rows.append(row)
+        lines.append(markdown_table(rows, ["classifier", "vs", "train minus val", "train minus test"]))
     if "timing" in st:
         lines.append(f"## Timing\n\n{st['timing']}\n")
     if "table3" in st:
@@ -1440,9 +1472,11 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
         extra = st.get("adapted_sigmas", {}).get("runs", []) + [a["pt_samples"]]
         axes[1].scatter([q["S"] for q in extra], [q["acc"] for q in extra], color="k", marker="x", zorder=5,
                         label="PatchDrop Pt on it: sigma 0.25 / 0.5, K = 4 samples (seed 0)")
-        axes[1].scatter([a["ft1"]["S"]], [a["ft1"]["acc"]], color="k", marker="o", zorder=5, label="PatchDrop Ft-1 on it (seed 0)")
+        axes[1].scatter([a["ft1"]["S"]], [a["ft1"]["acc"]], color="k", marker="o", zorder=5, label="PatchDrop Ft-1 from it (seed 0)")
         for q in a["ft1_baselines"]:
-            axes[1].scatter([q["S"]], [q["acc"]], color=f"C{[v for v in RULE_LABEL.values()].index(q['method'])}", marker="o", zorder=5)
+            axes[1].scatter([q["S"]], [q["acc"]], color=f"C{[v for v in RULE_LABEL.values()].index(q['method'])}", marker="o", zorder=5,
+                            label=f"{q['method']} Ft-1 from it (seed 0)")
+        axes[1].axhline(a["classifier"]["acc"], color="C0", ls="-.", lw=1, label=f"random-patch classifier, full image ({a['classifier']['acc']:.2f} %)")
         axes[1].legend(fontsize=7)
     colours = {"PatchDrop": "k", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
     for key, marker in (("ft1", "o"), ("ft2", "s")):
@@ -1461,16 +1495,17 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
                 axes[2].annotate(f"{q['epochs']} ep", (b["S"], b["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for ax in axes:
         if "classifiers" in st:
-            ax.axhline(st["classifiers"]["hr"]["acc"], color="grey", ls="--", lw=1)
-            ax.axhline(st["classifiers"]["lr"]["acc"], color="grey", ls=":", lw=1)
+            ax.axhline(st["classifiers"]["hr"]["acc"], color="grey", ls="--", lw=1, label="HR-CNN" if ax is axes[2] else None)
+            ax.axhline(st["classifiers"]["lr"]["acc"], color="grey", ls=":", lw=1, label="LR-CNN" if ax is axes[2] else None)
         ax.set_xlabel("mean number of HR patches S (of 16)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_title("(a) Pt: frozen HR-CNN (-- HR-CNN, : LR-CNN)", fontsize=10)
-    axes[1].set_title("(b) Pt: frozen random-patch classifier", fontsize=10)
+    axes[1].set_title("(b) random-patch classifier: frozen (Pt) and Ft-1 points (o)", fontsize=10)
     axes[2].set_title("(c) fine-tuned: Ft-1 (o), Ft-2 (s), Ft-1 10 / 20 epochs (^)", fontsize=10)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="") for c in colours.values()]
-    axes[2].legend(handles, list(colours), fontsize=8, loc="lower left")
+    handles += [plt.Line2D([], [], color="grey", ls="--"), plt.Line2D([], [], color="grey", ls=":")]
+    axes[2].legend(handles, [*colours, "HR-CNN (-- in every panel)", "LR-CNN (: in every panel)"], fontsize=8, loc="lower left")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = RESULTS / f"{name}_frontier.png"
@@ -1518,6 +1553,8 @@ def main() -> None:
         t0 = time.perf_counter()
         results["stages"][stage] = globals()[f"stage_{stage}"](runner, results)
         results["stage_wall_s"][stage] = round(time.perf_counter() - t0, 1)
+        env = environment()  # the machine and code of each stage (a resumed run spans machines)
+        results.setdefault("stage_environment", {})[stage] = {k: env[k] for k in ("git_commit", "cpu", "threads", "torch", "date_utc")}
         results.get("partial", {}).pop(stage, None)
         write(name, results)
         print(f"   {stage} done in {results['stage_wall_s'][stage]:.0f} s", flush=True)
