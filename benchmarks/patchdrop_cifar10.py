@@ -1083,8 +1083,8 @@ def stage_table4_longer(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     for ``hr_epochs`` (seed 0), the HR-CNN's hyper-parameters and budget: the no-augmentation arm
     *is* the HR-CNN (same ResNet32, SGD 0.1 + cosine, crop + flip, batch 128, bf16, seed 0, best
     epoch on validation), not trained again; it was trained by an earlier code version (before
-    the resumable sampler) on another machine, so its data order is not the one a seed-0 run
-    draws today, and its weights are fp32 where the new arms' are stored in fp16. One seed:
+    the resumable sampler), so its data order is not the one a seed-0 run draws today, and its
+    weights are fp32 where the new arms' are stored in fp16. One seed:
     McNemar on the same test images measures test-sampling noise only, not the seed-to-seed
     spread (several points at 10 epochs)."""
     p, st = r.p, results["stages"]
@@ -1544,6 +1544,7 @@ def main() -> None:
     if args.rewrite:
         write(name, resumable_results(path, results, resume=True, redo=""))
         return
+    code_commit = environment()["git_commit"]  # the code this process runs (HEAD may move while it runs)
     runner = Runner(args.profile, out)
     runner.flush = lambda: write(name, results)
     for stage in STAGES:
@@ -1554,7 +1555,7 @@ def main() -> None:
         results["stages"][stage] = globals()[f"stage_{stage}"](runner, results)
         results["stage_wall_s"][stage] = round(time.perf_counter() - t0, 1)
         env = environment()  # the machine and code of each stage (a resumed run spans machines)
-        results.setdefault("stage_environment", {})[stage] = {k: env[k] for k in ("git_commit", "cpu", "threads", "torch", "date_utc")}
+        results.setdefault("stage_environment", {})[stage] = {"git_commit": code_commit, **{k: env[k] for k in ("cpu", "threads", "torch", "date_utc")}}
         results.get("partial", {}).pop(stage, None)
         write(name, results)
         print(f"   {stage} done in {results['stage_wall_s'][stage]:.0f} s", flush=True)
