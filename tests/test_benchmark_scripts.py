@@ -31,3 +31,27 @@ def test_patchdrop_benchmark_help_runs() -> None:
                          timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--resume" in out.stdout
+
+
+def test_resumable_results_keeps_finished_stages_and_drops_redone_ones(tmp_path) -> None:
+    """``--resume`` keeps each finished stage with its wall time, recorded runs and the machine it
+    ran on; ``--redo`` drops all four for the named stage, and a JSON of another profile is ignored."""
+    import json
+
+    from benchmarks.common import resumable_results
+
+    path = tmp_path / "bench.json"
+    old = {"profile": "default", "stages": {"a": {"x": 1}, "b": {"y": 2}}, "stage_wall_s": {"a": 10.0, "b": 20.0},
+           "partial": {"b": {"run0": {"weights": "w"}}}, "stage_environment": {"a": {"cpu": "A"}, "b": {"cpu": "B"}}}
+    path.write_text(json.dumps(old))
+
+    def fresh(profile: str = "default") -> dict:
+        return {"profile": profile, "stages": {}, "stage_wall_s": {}}
+
+    kept = resumable_results(path, fresh(), resume=True, redo="")
+    assert kept["stages"] == old["stages"] and kept["stage_environment"] == old["stage_environment"] and kept["partial"] == old["partial"]
+    redone = resumable_results(path, fresh(), resume=True, redo="b")
+    assert set(redone["stages"]) == {"a"} and set(redone["stage_wall_s"]) == {"a"}
+    assert set(redone["stage_environment"]) == {"a"} and "b" not in redone["partial"]
+    assert resumable_results(path, fresh("smoke"), resume=True, redo="")["stages"] == {}
+    assert resumable_results(path, fresh(), resume=False, redo="")["stages"] == {}
