@@ -62,6 +62,7 @@ from benchmarks.common import (  # noqa: E402
     cache_cifar_loading,
     cli_run_args,
     environment,
+    git_commit,
     markdown_table,
     mcnemar,
     mean_ci,
@@ -940,10 +941,7 @@ def stage_predictability(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
     LR-conditioned choice among those masks learned from far better feedback than REINFORCE's
     (the outcome of every mask for every image). Compared with the best single mask (chosen on
     validation) and the per-image oracle, on test (McNemar, paired)."""
-    out = {tag: mask_picker(r, tag, hw, s_val, 4) for tag, (hw, s_val) in predictability_arms(results).items()}
-    for q in out.values():
-        q.pop("predicted_test_correct")
-    return out
+    return {tag: mask_picker(r, tag, hw, s_val, 4)[0] for tag, (hw, s_val) in predictability_arms(results).items()}
 
 
 def stage_predictability_input(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
@@ -958,8 +956,7 @@ def stage_predictability_input(r: Runner, results: dict[str, Any]) -> dict[str, 
     for tag, (hw, s_val) in predictability_arms(results).items():
         picks = {}
         for factor in (4, 2, 1):
-            q = mask_picker(r, tag, hw, s_val, factor)
-            picks[factor] = q.pop("predicted_test_correct")
+            q, picks[factor] = mask_picker(r, tag, hw, s_val, factor)
             if factor != 4:
                 q["minus_x4_picker"] = mcnemar(picks[factor].numpy(), picks[4].numpy())
             out[f"{tag}_x{factor}"] = q
@@ -978,11 +975,12 @@ def predictability_arms(results: dict[str, Any]) -> dict[str, tuple[str, float]]
 _MASK_CORRECT: dict[tuple[str, int, int | None, int], dict[str, torch.Tensor]] = {}
 
 
-def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict[str, Any]:
+def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> tuple[dict[str, Any], torch.Tensor]:
     """One picker of the predictability stages: the candidate masks' per-image correctness
     (cached per classifier and S), a ResNet8 trained on the image downsampled by ``factor``
     (nearest; 4 = the benchmark's LR image, 1 = the HR image) to predict it, the epoch chosen on
-    validation, and its one mask per test image against the best single mask and the oracle."""
+    validation, and its one mask per test image against the best single mask and the oracle.
+    Returns the summary and the picker's per-image test correctness (for paired tests)."""
     p = r.p
     s = int(round(s_val))
     model = load_model(hr=hw)
@@ -1031,11 +1029,10 @@ def mask_picker(r: Runner, tag: str, hw: str, s_val: float, factor: int) -> dict
            "predicted_val_acc": round(best[0], 2), "predicted_test_acc": round(float(pred_test.double().mean() * 100), 2),
            "oracle_val_acc": round(oracle_accuracy(list(correct["val"].T)), 2), "oracle_test_acc": round(oracle_accuracy(list(correct["test"].T)), 2),
            "train_mask_acc": [round(float(v), 2) for v in correct["train"].double().mean(0) * 100],
-           "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy()),
-           "predicted_test_correct": pred_test}
+           "val_acc_per_epoch": history, "predicted_minus_best_single": mcnemar(pred_test.numpy(), correct["test"][:, j].numpy())}
     print(f"[predictability {tag} x{factor}] S={s}: best single {name[j]} test {out['best_single_test_acc']}, predicted "
           f"{out['predicted_test_acc']}, oracle {out['oracle_test_acc']}", flush=True)
-    return out
+    return out, pred_test
 
 
 def stage_reward_generalisation(r: Runner, results: dict[str, Any]) -> dict[str, Any]:
@@ -1438,6 +1435,7 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    colours = {"PatchDrop": "k", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
     tc = test_curves(results) if "stn_pt" in st else st["curves_pt"]["test"]
     for rule, label in RULE_LABEL.items():
         if rule not in tc:
@@ -1446,7 +1444,7 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
         cvs = list(v.values()) if isinstance(v, dict) else [v]
         xs = [sum(cv[i]["S"] for cv in cvs) / len(cvs) for i in range(17)]
         ys = [sum(cv[i]["acc"] for cv in cvs) / len(cvs) for i in range(17)]
-        axes[0].plot(xs, ys, marker=".", label=label, color=f"C{list(RULE_LABEL).index(rule)}")
+        axes[0].plot(xs, ys, marker=".", label=label, color=colours[label])
     if "pt_eval" in st:
         for q in st["pt_eval"]["points"]:
             thr = q["threshold_curve"]
@@ -1465,7 +1463,7 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
             for rule in ("fixed_h", "fixed_v"):
                 c = a["frozen"][tag]["test"][rule]
                 axes[1].plot([q["S"] for q in c], [q["acc"] for q in c], ls=ls, marker="." if j == 0 else None,
-                             color=f"C{list(RULE_LABEL).index(rule)}", alpha=1.0 if j == 0 else 0.6,
+                             color=colours[RULE_LABEL[rule]], alpha=1.0 if j == 0 else 0.6,
                              label=f"{RULE_LABEL[rule]}, {'random-patch classifier' if j == 0 else 'HR-CNN'}")
         axes[1].scatter([q["S"] for q in a["pt"]], [q["acc"] for q in a["pt"]], color="k", marker="*", s=120, zorder=6,
                         label="PatchDrop Pt on it, claim setting, one star per seed")
@@ -1474,11 +1472,10 @@ def figure(name: str, results: dict[str, Any]) -> str | None:
                         label="PatchDrop Pt on it: sigma 0.25 / 0.5, K = 4 samples (seed 0)")
         axes[1].scatter([a["ft1"]["S"]], [a["ft1"]["acc"]], color="k", marker="o", zorder=5, label="PatchDrop Ft-1 from it (seed 0)")
         for q in a["ft1_baselines"]:
-            axes[1].scatter([q["S"]], [q["acc"]], color=f"C{[v for v in RULE_LABEL.values()].index(q['method'])}", marker="o", zorder=5,
+            axes[1].scatter([q["S"]], [q["acc"]], color=colours[q["method"]], marker="o", zorder=5,
                             label=f"{q['method']} Ft-1 from it (seed 0)")
         axes[1].axhline(a["classifier"]["acc"], color="C0", ls="-.", lw=1, label=f"random-patch classifier, full image ({a['classifier']['acc']:.2f} %)")
         axes[1].legend(fontsize=7)
-    colours = {"PatchDrop": "k", "Fixed-H": "C0", "Fixed-V": "C1", "Stochastic": "C2", "STN": "C3"}
     for key, marker in (("ft1", "o"), ("ft2", "s")):
         if key in st:
             f = st[key]
@@ -1544,7 +1541,7 @@ def main() -> None:
     if args.rewrite:
         write(name, resumable_results(path, results, resume=True, redo=""))
         return
-    code_commit = environment()["git_commit"]  # the code this process runs (HEAD may move while it runs)
+    code_commit = git_commit()  # the code this process runs (HEAD may move while it runs)
     runner = Runner(args.profile, out)
     runner.flush = lambda: write(name, results)
     for stage in STAGES:
